@@ -1,0 +1,27 @@
+"""Declares kpark's Cython extensions; metadata lives in pyproject.toml.
+
+KPARK_BACKEND=pthread builds the mutex + condition-variable wait backend
+instead of Linux futexes.  KPARK_CFLAGS adds compiler flags (sanitizers).
+"""
+import os
+import shlex
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+backend = os.environ.get("KPARK_BACKEND", "futex")
+if backend not in ("futex", "pthread"):
+    raise SystemExit(f"KPARK_BACKEND must be 'futex' or 'pthread', not {backend!r}")
+macros = [("KPARK_BACKEND_PTHREAD", "1")] if backend == "pthread" else []
+extra = ["-O2", "-Wall", "-Wno-unused-function"] + shlex.split(os.environ.get("KPARK_CFLAGS", ""))
+link_extra = shlex.split(os.environ.get("KPARK_LDFLAGS", ""))
+
+extensions = [
+    Extension(f"kpark.{name}", [f"src/kpark/{name}.pyx"], include_dirs=["src/kpark"],
+              define_macros=macros, extra_compile_args=extra, extra_link_args=link_extra,
+              libraries=["pthread"])
+    for name in ("_flags", "_completion", "_kcore")
+]
+
+setup(ext_modules=cythonize(extensions, include_path=["src"],
+                            compile_time_env={}, language_level=3))

@@ -1,0 +1,545 @@
+# cython: language_level=3, freethreading_compatible=True
+"""The KThread state machine on one 32-bit futex word (kpark._kcore).
+
+All shared state of a KThread lives in `KCore.word`; every change is one
+compare-and-swap, and every sleeper - the thread itself, and controllers
+waiting for it - sleeps on that same word.  docs/semantics.md draws the
+state machine; the bits are:
+
+  requests (set by controllers, read by the thread)
+    SHOULD_STOP   stop() was called; never cleared.
+    SHOULD_PARK   park() is pending or granted; unpark()/stop() clear it.
+    WAKE          one remembered wake-up (a token, not a count) for a thread
+                  that was not asleep when wake/park/unpark/stop came.
+    WOKEN         the first wake happened: the thread may leave its first
+                  sleep (wake() and park() set it; unpark() does not).
+  thread status
+    SLEEPING      asleep in schedule() or in the first sleep.  Set by the
+                  thread; cleared by the waker that wakes it, which is how
+                  schedule() knows it was woken and not timed out.
+    PARKED        asleep in the park loop.  Set by the thread only while
+                  SHOULD_PARK && !SHOULD_STOP (its announcement); cleared by
+                  unpark()/stop(), which release it.
+    STARTED       threadfn was entered (set only while !SHOULD_STOP).
+    EXITED        the thread is done; result/exception are published.
+  bookkeeping
+    WAITERS       a controller may be asleep on the word.  Whoever changes
+                  the word clears it and, if it was set, wakes every sleeper.
+    PER_CPU       created by create_on_cpu(): rebind to `cpu` on unpark.
+    bits 16..31   the bound CPU + 1 (0: not bound).
+
+Why no wake-up is lost: a sleeper announces itself (SLEEPING, PARKED or
+WAITERS) with a CAS on the word and then calls FUTEX_WAIT with exactly the
+value it wrote.  A waker changes the word with a CAS and calls FUTEX_WAKE
+when the value it replaced carried an announcement.  Both are RMWs on one
+location, so they are totally ordered: if the waker's CAS comes first the
+sleeper's CAS fails or FUTEX_WAIT finds a different value and returns at
+once; if it comes second the waker sees the announcement and wakes.
+
+Memory ordering: controllers' CAS use RELEASE on success, so what a caller
+wrote before wake()/unpark()/stop() is visible to the woken thread, which
+reads the word with ACQUIRE.  The thread's own CASes (STARTED, EXITED,
+PARKED) use RELEASE too, publishing the result of threadfn and its state to
+controllers, which read with ACQUIRE.  Failed CASes only retry: RELAXED.
+"""
+from libc.stdint cimport uint32_t
+from libc.errno cimport EINVAL
+
+from kpark.c_atomic cimport (kp_load32, kp_cas32, kp_fetch_or32, kp_store32,
+                             kp_cpu_relax, KP_RELAXED, KP_ACQUIRE, KP_RELEASE,
+                             KP_ACQ_REL)
+from kpark.c_wait cimport (timespec, kp_wait, kp_wake_all, kp_deadline_passed,
+                           kp_wait_init, KP_WAIT_TIMEDOUT, KP_BACKEND_NAME)
+from kpark.c_sched cimport (kp_pin_self, kp_name_self, kp_block_async_signals,
+                            kp_current_get, kp_current_set)
+from kpark.waiting cimport deadline_from_timeout, wait_step, note_main_thread
+
+import os as _os
+import threading as _threading
+
+BACKEND = KP_BACKEND_NAME.decode()
+
+cdef enum:
+    SHOULD_STOP = 1 << 0
+    SHOULD_PARK = 1 << 1
+    WAKE        = 1 << 2
+    SLEEPING    = 1 << 3
+    PARKED      = 1 << 4
+    WOKEN       = 1 << 5
+    STARTED     = 1 << 6
+    EXITED      = 1 << 7
+    WAITERS     = 1 << 8
+    PER_CPU     = 1 << 9
+    CPU_SHIFT   = 16
+    FLAG_MASK   = 0xFFFF
+    MAX_CPU     = 0xFFFE
+    SPIN_LIMIT  = 200
+
+cdef int _spin_limit = SPIN_LIMIT if (_os.cpu_count() or 1) > 1 else 0
+
+kp_wait_init()
+note_main_thread(_threading.main_thread().ident)
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(
+        after_in_child=lambda: note_main_thread(_threading.get_ident()))
+
+
+class ThreadExitedError(RuntimeError):
+    """The KThread has exited, so it cannot be parked (kthread_park: -ENOSYS)."""
+
+
+cdef inline int _cpu_of(uint32_t v) noexcept nogil:
+    return <int>(v >> CPU_SHIFT) - 1
+
+
+cdef inline void _wake_if(uint32_t *word, bint needed) noexcept nogil:
+    # The only system call on the wake side, made only when the replaced
+    # value said somebody sleeps on the word.
+    if needed:
+        kp_wake_all(word)
+
+
+cdef inline KCore _self_core(str fn):
+    """The KCore of the calling KThread; RuntimeError naming `fn` elsewhere."""
+    cdef void *p = kp_current_get()
+    if p == NULL:
+        raise RuntimeError(f"{fn}() must be called from inside a KThread")
+    return <KCore>p
+
+
+cdef class KCore:
+    """The futex word of one KThread and the operations on it.
+
+    The thread itself runs `run()`; controllers (any other thread) call
+    wake/park/unpark/stop/join.  kpark.KThread is the public face.
+    """
+    cdef uint32_t word
+    cdef readonly object owner        # the KThread, while its thread runs
+    cdef readonly object result       # threadfn's return value
+    cdef readonly object exc          # the exception threadfn raised, or None
+    cdef readonly object exc_tb
+
+    # ---- waiting (controllers) ---------------------------------------------
+
+    cdef int _wait_until(self, uint32_t any_set, uint32_t any_clear,
+                         const timespec *deadline, uint32_t *seen) except -1 nogil:
+        """Sleep until a bit of `any_set` is set or one of `any_clear` is clear.
+
+        Returns 1 with the satisfying value in *seen, or 0 on timeout.
+        Raises (KeyboardInterrupt) if a signal handler does.
+        """
+        cdef int spins = _spin_limit
+        cdef int rc = 0
+        cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
+        while True:
+            if (v & any_set) or (~v & any_clear):
+                seen[0] = v
+                return 1
+            if spins > 0:
+                spins -= 1
+                kp_cpu_relax()
+                v = kp_load32(&self.word, KP_ACQUIRE)
+                continue
+            # A change of the word wins over the deadline: checked above first.
+            if rc == KP_WAIT_TIMEDOUT or kp_deadline_passed(deadline):
+                seen[0] = v
+                return 0
+            if not (v & WAITERS):
+                # Announce ourselves; the failed CAS reloads v for a re-check.
+                if not kp_cas32(&self.word, &v, v | WAITERS, KP_ACQUIRE, KP_ACQUIRE):
+                    continue
+                v |= WAITERS
+            rc = wait_step(&self.word, v, deadline)
+            v = kp_load32(&self.word, KP_ACQUIRE)
+
+    cdef int _wait_or_raise(self, uint32_t any_set, uint32_t any_clear, object timeout,
+                            uint32_t *seen) except -1:
+        cdef timespec deadline
+        cdef bint timed = deadline_from_timeout(timeout, &deadline)
+        cdef int ok
+        with nogil:
+            ok = self._wait_until(any_set, any_clear, &deadline if timed else NULL, seen)
+        return ok
+
+    def wait_booted(self):
+        """Constructor only: return once the new thread sits in its first sleep."""
+        cdef uint32_t seen
+        self._wait_or_raise(SLEEPING | EXITED | WOKEN, 0, None, &seen)
+
+    # ---- controllers' verbs -------------------------------------------------
+
+    def wake(self):
+        """wake_up_process: wake the thread from schedule() or its first sleep.
+
+        Any thread.  Returns True if the thread was asleep and this call woke
+        it; otherwise leaves a wake token (unless parked or exited: parked
+        threads are deaf) and returns False.
+        """
+        cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)
+        cdef uint32_t n
+        cdef bint woke
+        while True:
+            if v & (EXITED | PARKED):
+                return False
+            if v & SLEEPING:
+                n = (v & ~(SLEEPING | WAITERS)) | WOKEN
+                woke = True
+            elif (v & (WAKE | WOKEN)) == (WAKE | WOKEN):
+                return False
+            else:
+                n = (v | WAKE | WOKEN) & ~WAITERS
+                woke = False
+            # RELEASE: the woken thread sees what we wrote before waking it.
+            if kp_cas32(&self.word, &v, n, KP_RELEASE, KP_RELAXED):
+                break
+        _wake_if(&self.word, woke or (v & WAITERS))
+        return woke
+
+    cdef bint _request(self, uint32_t set_bits, uint32_t clear_bits,
+                       uint32_t require=0) noexcept nogil:
+        """Set/clear request bits and wake the thread out of schedule() or its
+        park loop (when PARKED is among clear_bits), else leave a token.
+
+        Returns False, changing nothing, if the thread has exited or (when
+        `require` is given) none of the `require` bits is set.
+        """
+        cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)
+        cdef uint32_t n
+        cdef bint wake
+        while True:
+            if (v & EXITED) or (require and not (v & require)):
+                return False
+            n = (v | set_bits) & ~(clear_bits | WAITERS)
+            wake = False
+            if v & SLEEPING:
+                n &= ~SLEEPING
+                wake = True
+            elif v & PARKED & clear_bits:
+                wake = True
+            else:
+                n |= WAKE
+            # RELEASE: the thread sees what we wrote before the request.
+            if kp_cas32(&self.word, &v, n, KP_RELEASE, KP_RELAXED):
+                break
+        _wake_if(&self.word, wake or (v & WAITERS))
+        return True
+
+    def park(self, timeout=None):
+        """kthread_park: ask the thread to park and wait until it is parked.
+
+        From another thread: returns once the thread is asleep in its park
+        loop (at once if it already is).  A thread that was never woken is
+        woken straight into the park loop, without running threadfn.  Raises
+        ThreadExitedError if the thread exits instead, TimeoutError if it does
+        not reach its park loop in `timeout` seconds (the request stays
+        pending until unpark()).  Returns early, unparked, if another thread's
+        unpark() withdraws the request first.  From the thread itself: sets
+        the request and returns; the thread parks at its next parkme().
+        """
+        cdef uint32_t v, seen
+        if kp_current_get() == <void *>self:
+            kp_fetch_or32(&self.word, SHOULD_PARK, KP_RELEASE)
+            return
+        v = kp_load32(&self.word, KP_ACQUIRE)
+        if v & EXITED:
+            raise ThreadExitedError("cannot park a thread that has exited")
+        if v & PARKED:
+            return
+        if not self._request(SHOULD_PARK | WOKEN, 0):
+            raise ThreadExitedError("cannot park a thread that has exited")
+        if not self._wait_or_raise(PARKED | EXITED, SHOULD_PARK, timeout, &seen):
+            raise TimeoutError(f"thread did not park within {timeout} seconds")
+        if (seen & (PARKED | EXITED)) == EXITED:
+            raise ThreadExitedError("the thread exited instead of parking")
+
+    def unpark(self):
+        """kthread_unpark: release a parked thread or withdraw a park request.
+
+        Any thread; never blocks.  No-op if the thread is neither parked nor
+        asked to park.  A per-CPU thread pins itself to its CPU again before
+        it leaves the park loop.
+        """
+        self._request(0, SHOULD_PARK | PARKED, SHOULD_PARK | PARKED)
+
+    def request_stop(self):
+        """Set should_stop, withdraw parking and wake the thread; no waiting."""
+        if kp_current_get() == <void *>self:
+            raise RuntimeError("stop() cannot be called by the thread on itself")
+        self._request(SHOULD_STOP, SHOULD_PARK | PARKED)
+
+    def stop(self, timeout=None):
+        """kthread_stop: request_stop(), then wait until the thread exited.
+
+        TimeoutError after `timeout` seconds (the stop request stays).
+        """
+        cdef uint32_t seen
+        self.request_stop()
+        if not self._wait_or_raise(EXITED, 0, timeout, &seen):
+            raise TimeoutError(f"thread did not exit within {timeout} seconds")
+
+    def join(self, timeout=None):
+        """Wait until the thread exited; return False on timeout."""
+        cdef uint32_t seen
+        return self._wait_or_raise(EXITED, 0, timeout, &seen) == 1
+
+    def start(self):
+        """Wake the thread and wait until threadfn was entered.
+
+        Returns None once threadfn runs; raises RuntimeError if it was already
+        started or parked before starting, ThreadExitedError if stopped first.
+        """
+        cdef uint32_t seen
+        if kp_load32(&self.word, KP_ACQUIRE) & STARTED:
+            raise RuntimeError("threads can only be started once")
+        self.wake()
+        self._wait_or_raise(STARTED | EXITED | PARKED, 0, None, &seen)
+        if seen & STARTED:
+            return
+        if seen & EXITED:
+            raise ThreadExitedError("the thread was stopped before threadfn was entered")
+        raise RuntimeError("the thread was parked before threadfn was entered; "
+                           "unpark() it to start threadfn")
+
+    def bind(self, int cpu, bint per_cpu=False):
+        """kthread_bind: record the thread's CPU (callers validate `cpu`).
+
+        Only before the first wake; returns False if the thread was woken.
+        """
+        cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)
+        cdef uint32_t n
+        if cpu < 0 or cpu > MAX_CPU:
+            raise ValueError(f"CPU {cpu} is out of range")
+        while True:
+            if v & WOKEN:
+                return False
+            n = ((v & FLAG_MASK & ~WAITERS) | ((<uint32_t>cpu + 1) << CPU_SHIFT)
+                 | (PER_CPU if per_cpu else 0))
+            # RELEASE pairs with the thread's ACQUIRE when it leaves its first
+            # sleep: it pins itself to the CPU recorded here.
+            if kp_cas32(&self.word, &v, n, KP_RELEASE, KP_RELAXED):
+                break
+        _wake_if(&self.word, v & WAITERS)
+        return True
+
+    def mark_exited_after_fork(self):
+        """In a fork child: the OS thread is gone; report the KThread exited."""
+        kp_store32(&self.word, (kp_load32(&self.word, KP_RELAXED) & ~FLAG_MASK) | EXITED,
+                   KP_RELEASE)
+        self.result = None
+        self.exc = None
+        self.exc_tb = None
+
+    # ---- what anyone may read ----------------------------------------------
+
+    @property
+    def is_parked(self):
+        return (kp_load32(&self.word, KP_ACQUIRE) & PARKED) != 0
+
+    @property
+    def should_park(self):
+        return (kp_load32(&self.word, KP_ACQUIRE) & SHOULD_PARK) != 0
+
+    @property
+    def should_stop(self):
+        return (kp_load32(&self.word, KP_ACQUIRE) & SHOULD_STOP) != 0
+
+    @property
+    def started(self):
+        return (kp_load32(&self.word, KP_ACQUIRE) & STARTED) != 0
+
+    @property
+    def exited(self):
+        return (kp_load32(&self.word, KP_ACQUIRE) & EXITED) != 0
+
+    @property
+    def woken(self):
+        return (kp_load32(&self.word, KP_ACQUIRE) & WOKEN) != 0
+
+    @property
+    def cpu(self):
+        cdef int c = _cpu_of(kp_load32(&self.word, KP_ACQUIRE))
+        return None if c < 0 else c
+
+    @property
+    def is_per_cpu(self):
+        return (kp_load32(&self.word, KP_ACQUIRE) & PER_CPU) != 0
+
+    @property
+    def state_word(self):
+        """The raw word, for tests and debugging."""
+        return kp_load32(&self.word, KP_ACQUIRE)
+
+    # ---- the thread's own side ----------------------------------------------
+
+    cdef void _publish(self, uint32_t set_bits) noexcept nogil:
+        """Set status bits (RELEASE: publishes what the thread wrote before)."""
+        cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)
+        while not kp_cas32(&self.word, &v, (v | set_bits) & ~WAITERS,
+                           KP_RELEASE, KP_RELAXED):
+            pass
+        _wake_if(&self.word, v & WAITERS)
+
+    cdef void _first_sleep(self) noexcept nogil:
+        """Sleep until the first wake (WOKEN) or a stop (SHOULD_STOP)."""
+        cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
+        cdef uint32_t n
+        while not (v & (WOKEN | SHOULD_STOP)):
+            if not (v & SLEEPING):
+                n = (v | SLEEPING) & ~WAITERS
+                # ACQ_REL: announce the sleep, and see the bind() before it.
+                if not kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_ACQUIRE):
+                    continue
+                _wake_if(&self.word, v & WAITERS)
+                v = n
+            kp_wait(&self.word, v, NULL, 0)
+            v = kp_load32(&self.word, KP_ACQUIRE)
+
+    cdef int _park_loop(self) noexcept nogil:
+        """The park loop: sleep while SHOULD_PARK && !SHOULD_STOP.
+
+        Returns 0, or the errno of re-pinning a per-CPU thread to its CPU,
+        done after release and before the caller runs any user code.
+        """
+        cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
+        cdef uint32_t n
+        cdef bint parked = False
+        while (v & SHOULD_PARK) and not (v & SHOULD_STOP):
+            # Phase 1, the announcement: only while the request still stands.
+            n = (v | PARKED) & ~WAITERS
+            if not kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_ACQUIRE):
+                continue
+            _wake_if(&self.word, v & WAITERS)
+            parked = True
+            # Phase 2, asleep on the announced value until unpark()/stop()
+            # clears PARKED; any other change just makes us re-check.
+            v = n
+            while v & PARKED:
+                kp_wait(&self.word, v, NULL, 0)
+                v = kp_load32(&self.word, KP_ACQUIRE)
+        if parked and (v & PER_CPU) and _cpu_of(v) >= 0:
+            return kp_pin_self(_cpu_of(v))
+        return 0
+
+    cdef bint _enter(self) noexcept nogil:
+        """Mark threadfn entered, unless a stop came first (then False)."""
+        cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)
+        while True:
+            if v & SHOULD_STOP:
+                return False
+            if kp_cas32(&self.word, &v, (v | STARTED) & ~WAITERS, KP_ACQ_REL, KP_RELAXED):
+                break
+        _wake_if(&self.word, v & WAITERS)
+        return True
+
+    cdef int parkme(self) except -1:
+        cdef int err
+        if not (kp_load32(&self.word, KP_ACQUIRE) & SHOULD_PARK):
+            return 0
+        with nogil:
+            err = self._park_loop()
+        if err:
+            raise OSError(err, f"cannot pin the thread back to CPU {self.cpu}: "
+                               f"{_os.strerror(err)}")
+        return 0
+
+    cdef bint schedule(self, const timespec *deadline) except -1:
+        cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
+        cdef uint32_t n
+        cdef int rc = 0
+        # Fast path with the GIL: consume a pending token.
+        while v & WAKE:
+            if kp_cas32(&self.word, &v, v & ~(WAKE | WAITERS), KP_ACQ_REL, KP_ACQUIRE):
+                _wake_if(&self.word, v & WAITERS)
+                return True
+        with nogil:
+            while True:
+                if v & WAKE:
+                    n = v & ~(WAKE | WAITERS)
+                else:
+                    n = (v | SLEEPING) & ~WAITERS
+                if kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_ACQUIRE):
+                    break
+            _wake_if(&self.word, v & WAITERS)
+            if v & WAKE:
+                return True
+            v = n
+            while True:
+                rc = kp_wait(&self.word, v, deadline, 0)
+                v = kp_load32(&self.word, KP_ACQUIRE)
+                if not (v & SLEEPING):
+                    return True     # a waker cleared it: woken, not timed out
+                if rc == KP_WAIT_TIMEDOUT or kp_deadline_passed(deadline):
+                    # Withdraw, unless a waker clears SLEEPING first.
+                    while v & SLEEPING:
+                        if kp_cas32(&self.word, &v, v & ~(SLEEPING | WAITERS),
+                                    KP_ACQ_REL, KP_ACQUIRE):
+                            _wake_if(&self.word, v & WAITERS)
+                            return False
+                    return True
+
+    def run(self, owner, threadfn, data, bytes comm):
+        """The body of the KThread's OS thread (called by KThread.run)."""
+        cdef uint32_t v
+        cdef int cpu
+        self.owner = owner
+        kp_current_set(<void *>self)
+        kp_name_self(comm)
+        kp_block_async_signals()
+        try:
+            with nogil:
+                self._first_sleep()
+            v = kp_load32(&self.word, KP_ACQUIRE)
+            if not (v & SHOULD_STOP):
+                cpu = _cpu_of(v)
+                if cpu >= 0:
+                    # bind() pinned us from outside already; this makes sure.
+                    kp_pin_self(cpu)
+                self.parkme()
+                if self._enter():
+                    self.result = threadfn(data)
+        except BaseException as e:
+            self.exc = e
+            self.exc_tb = e.__traceback__
+        finally:
+            kp_current_set(NULL)
+            self.owner = None
+            self._publish(EXITED)
+
+
+# ---- called from inside a KThread ------------------------------------------
+
+def should_stop():
+    """kthread_should_stop: True once stop() was called on this thread."""
+    return (kp_load32(&_self_core("should_stop").word, KP_ACQUIRE) & SHOULD_STOP) != 0
+
+
+def should_park():
+    """kthread_should_park: True while a park request is pending."""
+    return (kp_load32(&_self_core("should_park").word, KP_ACQUIRE) & SHOULD_PARK) != 0
+
+
+def parkme():
+    """kthread_parkme: park here if asked to, until unpark() or stop().
+
+    Returns at once if no park is pending.  A per-CPU thread is on its CPU
+    again when this returns (OSError if that CPU is no longer allowed).
+    """
+    _self_core("parkme").parkme()
+
+
+def schedule(timeout=None):
+    """Sleep without the GIL until wake(), park(), unpark() or stop().
+
+    A wake that came since the last schedule() returned makes this return at
+    once.  Returns True when woken, False once `timeout` seconds passed.
+    """
+    cdef KCore core = _self_core("schedule")
+    cdef timespec deadline
+    cdef bint timed = deadline_from_timeout(timeout, &deadline)
+    return core.schedule(&deadline if timed else NULL)
+
+
+def current():
+    """The KThread running the caller, or None outside KThreads."""
+    cdef void *p = kp_current_get()
+    return None if p == NULL else (<KCore>p).owner

@@ -1,0 +1,252 @@
+"""kpark.KThread: a Python thread with the kernel's kthread semantics.
+
+This floor holds what is not hot: argument checking, names, CPU validation,
+the registry used at fork and at interpreter exit, and the threading.Thread
+face (name, ident, native_id, threading.enumerate()).  Every state change is
+one call into kpark._kcore.KCore, whose futex word is the only shared state.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import weakref
+from time import monotonic as _monotonic
+from typing import Any, Callable, Optional
+
+from kpark._kcore import KCore, ThreadExitedError
+
+__all__ = ["KThread", "create_on_cpu", "ThreadExitedError", "EXIT_TIMEOUT"]
+
+#: Seconds the interpreter waits at exit for KThreads to finish after they
+#: were asked to stop; threads still inside user code then are left behind
+#: like daemon threads.
+EXIT_TIMEOUT = 1.0
+
+_COMM_BYTES = 15  # TASK_COMM_LEN - 1
+_counter = itertools.count(1)
+_registry_lock = threading.Lock()
+_registry: "weakref.WeakSet[KThread]" = weakref.WeakSet()
+
+
+def _comm_name(name: str) -> bytes:
+    """The OS thread name: `name` cut to 15 bytes on a character boundary."""
+    raw = name.encode("utf-8", "replace")[:_COMM_BYTES]
+    return raw.decode("utf-8", "ignore").encode("utf-8")
+
+
+def _check_cpu(cpu: object) -> int:
+    """Validate a CPU number against the CPUs this process may run on."""
+    if isinstance(cpu, bool) or not isinstance(cpu, int):
+        raise TypeError(f"cpu must be an int, got {type(cpu).__name__}")
+    if cpu < 0:
+        raise ValueError(f"cpu must be non-negative, got {cpu}")
+    allowed = os.sched_getaffinity(0)
+    if cpu not in allowed:
+        raise ValueError(f"CPU {cpu} is not in this process's allowed CPUs {sorted(allowed)}")
+    return cpu
+
+
+class KThread(threading.Thread):
+    """A thread created asleep, woken, parked, unparked and stopped like a kthread.
+
+    `KThread(threadfn, data)` is `kthread_create`: the OS thread exists when
+    the constructor returns, but `threadfn(data)` is not called until the
+    thread is first woken (`wake()`, `start()`, or `park()` + `unpark()`).
+    """
+
+    def __init__(self, threadfn: Callable[[Any], Any], data: Any = None, *,
+                 name: Optional[str] = None) -> None:
+        if not callable(threadfn):
+            raise TypeError(f"threadfn must be callable, got {type(threadfn).__name__}")
+        if name is None:
+            name = f"KThread-{next(_counter)}"
+        elif not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        super().__init__(name=name, daemon=True)
+        self._core = KCore()
+        self._threadfn = threadfn
+        self._data = data
+        with _registry_lock:
+            _registry.add(self)
+        threading.Thread.start(self)  # the OS thread, straight into its first sleep
+        self._core.wait_booted()
+
+    def run(self) -> None:
+        # Runs in the new OS thread; the whole life cycle is in KCore.run.
+        self._core.run(self, self._threadfn, self._data, _comm_name(self.name))
+
+    # -- what any thread may call --------------------------------------------
+
+    def wake(self) -> bool:
+        """wake_up_process: True if the thread was asleep and this woke it.
+
+        Any thread.  The first wake starts threadfn.  A wake that finds the
+        thread running is remembered for its next schedule(); parked threads
+        ignore wakes.
+        """
+        return self._core.wake()
+
+    def start(self) -> None:
+        """Wake the thread and return once threadfn has been entered.
+
+        Any thread but itself.  RuntimeError if already started or parked
+        before threadfn ran; ThreadExitedError if a stop came first.
+        """
+        self._core.start()
+
+    def bind(self, cpu: int) -> None:
+        """kthread_bind: pin the thread to `cpu`; only before the first wake.
+
+        Any thread.  ValueError/TypeError for a CPU this process may not use,
+        RuntimeError once the thread has been woken.
+        """
+        self._bind(_check_cpu(cpu), per_cpu=False)
+
+    def _bind(self, cpu: int, per_cpu: bool) -> None:
+        if not self._core.bind(cpu, per_cpu):
+            raise RuntimeError("bind() must come before the thread is first woken")
+        # Pin now, so the binding shows before anything runs; the thread pins
+        # itself again from the word when it starts.
+        os.sched_setaffinity(self.native_id, {cpu})
+
+    def park(self, timeout: Optional[float] = None) -> None:
+        """kthread_park: return once the thread is parked (see KCore.park)."""
+        self._core.park(timeout)
+
+    def unpark(self) -> None:
+        """kthread_unpark: release the thread from its park loop; never blocks."""
+        self._core.unpark()
+
+    def stop(self, timeout: Optional[float] = None) -> Any:
+        """kthread_stop: stop the thread and return threadfn's return value.
+
+        Sets should_stop, withdraws parking, wakes the thread and waits for it
+        to exit; re-raises threadfn's exception; None if threadfn never ran.
+        Calling it again gives the same outcome.  TimeoutError after
+        `timeout` seconds; RuntimeError from the thread itself.
+        """
+        self._core.stop(timeout)
+        threading.Thread.join(self)  # past threadfn already: returns at once
+        exc = self._core.exc
+        if exc is not None:
+            raise exc.with_traceback(self._core.exc_tb)
+        return self._core.result
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        """Wait until the thread exits (threading.Thread.join semantics)."""
+        if threading.current_thread() is self:
+            raise RuntimeError("cannot join current thread")
+        if self._core.join(timeout):
+            threading.Thread.join(self)
+
+    def is_alive(self) -> bool:
+        """True until the thread has exited (never-woken and parked included)."""
+        return not self._core.exited
+
+    # -- properties ------------------------------------------------------------
+
+    @property
+    def data(self) -> Any:
+        """The `data` argument (kthread_data)."""
+        return self._data
+
+    @property
+    def cpu(self) -> Optional[int]:
+        """The CPU the thread is bound to, or None."""
+        return self._core.cpu
+
+    @property
+    def is_per_cpu(self) -> bool:
+        """True for threads made by create_on_cpu(): they re-pin on unpark."""
+        return self._core.is_per_cpu
+
+    @property
+    def is_parked(self) -> bool:
+        """True while the thread sits in its park loop."""
+        return self._core.is_parked
+
+    @property
+    def should_park(self) -> bool:
+        """True while a park request is pending or granted."""
+        return self._core.should_park
+
+    @property
+    def should_stop(self) -> bool:
+        """True once stop() was called."""
+        return self._core.should_stop
+
+    @property
+    def started(self) -> bool:
+        """True once threadfn has been entered."""
+        return self._core.started
+
+    @property  # type: ignore[override]
+    def name(self) -> str:
+        """The thread's name; setting it renames the OS thread too."""
+        return threading.Thread.name.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+    @name.setter
+    def name(self, value: str) -> None:
+        threading.Thread.name.fset(self, value)  # type: ignore[attr-defined]
+        tid = self.native_id
+        if tid is not None and not self._core.exited:
+            try:
+                with open(f"/proc/self/task/{tid}/comm", "wb") as f:
+                    f.write(_comm_name(value))
+            except OSError:
+                pass  # the thread exited meanwhile
+
+    def __repr__(self) -> str:
+        core = self._core
+        state = ("exited" if core.exited else "parked" if core.is_parked
+                 else "started" if core.started else "initial")
+        return f"<KThread({self.name}, {state}, native_id={self.native_id})>"
+
+
+def create_on_cpu(threadfn: Callable[[Any], Any], data: Any, cpu: int,
+                  namefmt: str = "kpark/%u") -> KThread:
+    """kthread_create_on_cpu: a per-CPU KThread, bound to `cpu` and parked.
+
+    threadfn has not run when this returns; `unpark()` starts it on `cpu`,
+    and every later unpark() pins the thread to `cpu` again before it runs
+    user code.  `%u` (or any %-conversion) in namefmt is filled with the CPU.
+    """
+    cpu = _check_cpu(cpu)
+    name = namefmt % (cpu,) if "%" in namefmt else namefmt
+    k = KThread(threadfn, data, name=name)
+    try:
+        k._bind(cpu, per_cpu=True)
+        k.park()
+    except BaseException:
+        k.stop()
+        raise
+    return k
+
+
+def _after_fork_in_child() -> None:
+    # The OS threads did not survive fork(); their words still say they did.
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for k in list(_registry):
+        k._core.mark_exited_after_fork()
+    _registry.clear()
+
+
+def _stop_all_at_exit() -> None:
+    # Runs from threading's shutdown, before it joins non-daemon threads.
+    with _registry_lock:
+        live = [k for k in _registry if not k._core.exited]
+    for k in live:
+        try:
+            k._core.request_stop()
+        except RuntimeError:
+            pass  # exit called from inside a KThread: it cannot stop itself
+    deadline = _monotonic() + EXIT_TIMEOUT
+    for k in live:
+        k._core.join(max(0.0, deadline - _monotonic()))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+threading._register_atexit(_stop_all_at_exit)  # type: ignore[attr-defined]

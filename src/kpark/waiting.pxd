@@ -1,0 +1,67 @@
+# Shared inline helpers for the modules that block: timeouts to deadlines,
+# and one wait step that takes the GIL back to run signal handlers.
+from libc.math cimport isnan
+from libc.stdint cimport uint32_t
+from cpython.exc cimport PyErr_CheckSignals
+
+from kpark.c_wait cimport (timespec, kp_deadline_after, kp_wait, KP_WAIT_INTR,
+                           KP_BACKEND_NAME)
+
+
+cdef extern from "pythread.h":
+    unsigned long PyThread_get_thread_ident() nogil
+
+
+cdef extern from *:
+    """
+    /* Only the pthread backend needs to know whether to slice a wait for
+     * signal checks; futex waits are interrupted by signals themselves. */
+    #ifdef KPARK_BACKEND_PTHREAD
+    #define KP_NEEDS_SIGNAL_SLICES 1
+    #else
+    #define KP_NEEDS_SIGNAL_SLICES 0
+    #endif
+    static unsigned long kp_main_thread_ident = 0;
+    """
+    bint KP_NEEDS_SIGNAL_SLICES
+    unsigned long kp_main_thread_ident
+
+
+cdef inline void note_main_thread(unsigned long ident) noexcept:
+    """Record which thread runs Python's signal handlers (import, fork)."""
+    global kp_main_thread_ident
+    kp_main_thread_ident = ident
+
+
+cdef inline bint deadline_from_timeout(object timeout, timespec *out) except -1:
+    """Turn a timeout in seconds into an absolute CLOCK_MONOTONIC deadline.
+
+    Returns False for None (wait forever), True once *out is set.  A negative
+    or NaN timeout raises ValueError, as threading's waits do.
+    """
+    cdef double seconds
+    if timeout is None:
+        return False
+    seconds = timeout
+    if isnan(seconds) or seconds < 0:
+        raise ValueError(f"timeout must be a non-negative number, got {timeout!r}")
+    kp_deadline_after(seconds, out)
+    return True
+
+
+cdef inline int wait_step(uint32_t *word, uint32_t expected,
+                          const timespec *deadline) except -1 nogil:
+    """Sleep once on `word` while it holds `expected` (kp_wait's contract).
+
+    Called without the GIL.  A signal takes the GIL back to run Python's
+    handlers: a handler that raises (KeyboardInterrupt) makes this raise, so
+    the caller must leave its shared state consistent before each call.
+    Returns the KP_WAIT_* code otherwise.
+    """
+    cdef bint slices = (KP_NEEDS_SIGNAL_SLICES and
+                        PyThread_get_thread_ident() == kp_main_thread_ident)
+    cdef int rc = kp_wait(word, expected, deadline, slices)
+    if rc == KP_WAIT_INTR:
+        with gil:
+            PyErr_CheckSignals()
+    return rc
