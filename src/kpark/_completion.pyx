@@ -17,22 +17,26 @@ kernel, FUTEX_WAIT finds done != 0 and returns at once.
 from libc.stdint cimport uint32_t
 
 from kpark.c_atomic cimport (kp_load32, kp_store32, kp_fetch_add32,
-                             kp_fetch_sub32, kp_cas32, kp_cpu_relax,
+                             kp_fetch_sub32, kp_cas32,
                              KP_RELAXED, KP_ACQUIRE, KP_RELEASE, KP_SEQ_CST)
 from kpark.c_wait cimport (timespec, kp_wake_one, kp_wake_all, kp_deadline_passed,
                            kp_wait_init, KP_WAIT_TIMEDOUT)
-from kpark.waiting cimport deadline_from_timeout, wait_step, note_main_thread
+from kpark.waiting cimport (deadline_from_timeout, wait_step, note_main_thread,
+                            configure_spins, kp_spin_ns, kp_spin_while_equal,
+                            kp_gil_released, kp_before_gil, kp_share_gil_epoch)
+from cpython.pycapsule cimport PyCapsule_GetPointer
 
 import os as _os
 import threading as _threading
 
+from kpark._kcore import _GIL_EPOCH
+
 cdef enum:
     DONE_ALL = 0xFFFFFFFF
-    SPIN_LIMIT = 200    # pause loops before sleeping, on multi-CPU machines
-
-cdef int _spin_limit = SPIN_LIMIT if (_os.cpu_count() or 1) > 1 else 0
 
 kp_wait_init()
+configure_spins()
+kp_share_gil_epoch(<uint32_t *>PyCapsule_GetPointer(_GIL_EPOCH, "kpark.gil_epoch"))
 note_main_thread(_threading.main_thread().ident)
 if hasattr(_os, "register_at_fork"):
     _os.register_at_fork(
@@ -110,29 +114,35 @@ cdef class Completion:
         timed = deadline_from_timeout(timeout, &deadline)
         return self._wait_slow(&deadline if timed else NULL)
 
-    cdef bint _wait_slow(self, const timespec *deadline) except -1:
-        cdef int spins = _spin_limit
-        cdef int rc
+    cdef int _wait_slow(self, const timespec *deadline) except -1:
+        cdef int ok
+        cdef uint32_t epoch
         with nogil:
-            while spins > 0:
-                kp_cpu_relax()
-                if kp_load32(&self.count, KP_RELAXED) != 0 and _try_consume(&self.count):
-                    return True
-                spins -= 1
-            kp_fetch_add32(&self.sleepers, 1, KP_SEQ_CST)
-            try:
-                while True:
-                    # SEQ_CST re-read after announcing ourselves (see module doc).
-                    if kp_load32(&self.count, KP_SEQ_CST) != 0 and _try_consume(&self.count):
-                        return True
-                    rc = wait_step(&self.count, 0, deadline)
-                    # A change of the word wins over the deadline: re-check first.
-                    if _try_consume(&self.count):
-                        return True
-                    if rc == KP_WAIT_TIMEDOUT or kp_deadline_passed(deadline):
-                        return False
-            finally:
-                kp_fetch_sub32(&self.sleepers, 1, KP_RELAXED)
+            epoch = kp_gil_released()
+            ok = self._wait_nogil(deadline)
+            if ok:
+                kp_before_gil(epoch)
+        return ok
+
+    cdef int _wait_nogil(self, const timespec *deadline) except -1 nogil:
+        cdef int rc
+        # Bounded spin first: the completer may be a moment away.
+        if kp_spin_while_equal(&self.count, 0, kp_spin_ns) and _try_consume(&self.count):
+            return 1
+        kp_fetch_add32(&self.sleepers, 1, KP_SEQ_CST)
+        try:
+            while True:
+                # SEQ_CST re-read after announcing ourselves (see module doc).
+                if kp_load32(&self.count, KP_SEQ_CST) != 0 and _try_consume(&self.count):
+                    return 1
+                rc = wait_step(&self.count, 0, deadline)
+                # A change of the word wins over the deadline: re-check first.
+                if _try_consume(&self.count):
+                    return 1
+                if rc == KP_WAIT_TIMEDOUT or kp_deadline_passed(deadline):
+                    return 0
+        finally:
+            kp_fetch_sub32(&self.sleepers, 1, KP_RELAXED)
 
     def __repr__(self):
         cdef uint32_t v = kp_load32(&self.count, KP_ACQUIRE)

@@ -45,14 +45,16 @@ controllers, which read with ACQUIRE.  Failed CASes only retry: RELAXED.
 from libc.stdint cimport uint32_t
 from libc.errno cimport EINVAL
 
-from kpark.c_atomic cimport (kp_load32, kp_cas32, kp_fetch_or32, kp_store32,
-                             kp_cpu_relax, KP_RELAXED, KP_ACQUIRE, KP_RELEASE,
+from kpark.c_atomic cimport (kp_load32, kp_cas32, kp_fetch_or32, kp_store32, KP_RELAXED, KP_ACQUIRE, KP_RELEASE,
                              KP_ACQ_REL)
 from kpark.c_wait cimport (timespec, kp_wait, kp_wake_all, kp_deadline_passed,
                            kp_wait_init, KP_WAIT_TIMEDOUT, KP_BACKEND_NAME)
 from kpark.c_sched cimport (kp_pin_self, kp_name_self, kp_block_async_signals,
                             kp_current_get, kp_current_set)
-from kpark.waiting cimport deadline_from_timeout, wait_step, note_main_thread
+from kpark.waiting cimport (deadline_from_timeout, wait_step, note_main_thread,
+                            configure_spins, kp_spin_ns, kp_spin_while_equal,
+                            kp_gil_released, kp_before_gil, kp_gil_epoch)
+from cpython.pycapsule cimport PyCapsule_New
 
 import os as _os
 import threading as _threading
@@ -73,11 +75,11 @@ cdef enum:
     CPU_SHIFT   = 16
     FLAG_MASK   = 0xFFFF
     MAX_CPU     = 0xFFFE
-    SPIN_LIMIT  = 200
-
-cdef int _spin_limit = SPIN_LIMIT if (_os.cpu_count() or 1) > 1 else 0
 
 kp_wait_init()
+configure_spins()
+# The GIL-release epoch (waiting.pxd) is this module's; kpark._completion shares it.
+_GIL_EPOCH = PyCapsule_New(kp_gil_epoch, "kpark.gil_epoch", NULL)
 note_main_thread(_threading.main_thread().ident)
 if hasattr(_os, "register_at_fork"):
     _os.register_at_fork(
@@ -128,16 +130,17 @@ cdef class KCore:
         Returns 1 with the satisfying value in *seen, or 0 on timeout.
         Raises (KeyboardInterrupt) if a signal handler does.
         """
-        cdef int spins = _spin_limit
+        cdef bint spun = False
         cdef int rc = 0
         cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
         while True:
             if (v & any_set) or (~v & any_clear):
                 seen[0] = v
                 return 1
-            if spins > 0:
-                spins -= 1
-                kp_cpu_relax()
+            if not spun:
+                # One bounded spin for the next change before sleeping.
+                spun = True
+                kp_spin_while_equal(&self.word, v, kp_spin_ns)
                 v = kp_load32(&self.word, KP_ACQUIRE)
                 continue
             # A change of the word wins over the deadline: checked above first.
@@ -157,8 +160,11 @@ cdef class KCore:
         cdef timespec deadline
         cdef bint timed = deadline_from_timeout(timeout, &deadline)
         cdef int ok
+        cdef uint32_t epoch
         with nogil:
+            epoch = kp_gil_released()
             ok = self._wait_until(any_set, any_clear, &deadline if timed else NULL, seen)
+            kp_before_gil(epoch)
         return ok
 
     def wait_booted(self):
@@ -413,6 +419,8 @@ cdef class KCore:
             # Phase 2, asleep on the announced value until unpark()/stop()
             # clears PARKED; any other change just makes us re-check.
             v = n
+            kp_spin_while_equal(&self.word, v, kp_spin_ns)
+            v = kp_load32(&self.word, KP_ACQUIRE)
             while v & PARKED:
                 kp_wait(&self.word, v, NULL, 0)
                 v = kp_load32(&self.word, KP_ACQUIRE)
@@ -433,49 +441,67 @@ cdef class KCore:
 
     cdef int parkme(self) except -1:
         cdef int err
+        cdef uint32_t epoch
         if not (kp_load32(&self.word, KP_ACQUIRE) & SHOULD_PARK):
             return 0
         with nogil:
+            epoch = kp_gil_released()
             err = self._park_loop()
+            kp_before_gil(epoch)
         if err:
             raise OSError(err, f"cannot pin the thread back to CPU {self.cpu}: "
                                f"{_os.strerror(err)}")
         return 0
 
-    cdef bint schedule(self, const timespec *deadline) except -1:
+    cdef int schedule(self, const timespec *deadline) except -1:
         cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
-        cdef uint32_t n
-        cdef int rc = 0
+        cdef int woken
+        cdef uint32_t epoch
         # Fast path with the GIL: consume a pending token.
         while v & WAKE:
             if kp_cas32(&self.word, &v, v & ~(WAKE | WAITERS), KP_ACQ_REL, KP_ACQUIRE):
                 _wake_if(&self.word, v & WAITERS)
                 return True
         with nogil:
-            while True:
-                if v & WAKE:
-                    n = v & ~(WAKE | WAITERS)
-                else:
-                    n = (v | SLEEPING) & ~WAITERS
-                if kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_ACQUIRE):
-                    break
-            _wake_if(&self.word, v & WAITERS)
+            epoch = kp_gil_released()
+            woken = self._sleep(deadline)
+            if woken:
+                kp_before_gil(epoch)
+        return woken
+
+    cdef int _sleep(self, const timespec *deadline) noexcept nogil:
+        """schedule() without the GIL: 1 if woken, 0 on timeout."""
+        cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
+        cdef uint32_t n
+        cdef int rc
+        # Spin for a token before announcing the sleep: while we are not
+        # SLEEPING a waker leaves a token and makes no system call.
+        if not (v & WAKE) and kp_spin_while_equal(&self.word, v, kp_spin_ns):
+            v = kp_load32(&self.word, KP_ACQUIRE)
+        while True:
             if v & WAKE:
-                return True
-            v = n
-            while True:
-                rc = kp_wait(&self.word, v, deadline, 0)
-                v = kp_load32(&self.word, KP_ACQUIRE)
-                if not (v & SLEEPING):
-                    return True     # a waker cleared it: woken, not timed out
-                if rc == KP_WAIT_TIMEDOUT or kp_deadline_passed(deadline):
-                    # Withdraw, unless a waker clears SLEEPING first.
-                    while v & SLEEPING:
-                        if kp_cas32(&self.word, &v, v & ~(SLEEPING | WAITERS),
-                                    KP_ACQ_REL, KP_ACQUIRE):
-                            _wake_if(&self.word, v & WAITERS)
-                            return False
-                    return True
+                n = v & ~(WAKE | WAITERS)
+            else:
+                n = (v | SLEEPING) & ~WAITERS
+            if kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_ACQUIRE):
+                break
+        _wake_if(&self.word, v & WAITERS)
+        if v & WAKE:
+            return 1
+        v = n
+        while True:
+            rc = kp_wait(&self.word, v, deadline, 0)
+            v = kp_load32(&self.word, KP_ACQUIRE)
+            if not (v & SLEEPING):
+                return 1        # a waker cleared it: woken, not timed out
+            if rc == KP_WAIT_TIMEDOUT or kp_deadline_passed(deadline):
+                # Withdraw, unless a waker clears SLEEPING first.
+                while v & SLEEPING:
+                    if kp_cas32(&self.word, &v, v & ~(SLEEPING | WAITERS),
+                                KP_ACQ_REL, KP_ACQUIRE):
+                        _wake_if(&self.word, v & WAITERS)
+                        return 0
+                return 1
 
     def run(self, owner, threadfn, data, bytes comm):
         """The body of the KThread's OS thread (called by KThread.run)."""
