@@ -579,6 +579,17 @@ def test_sem10_stop_wakes_schedule_and_returns_result():
 
 
 @pytest.mark.timeout(30)
+def test_sem10_stop_sets_should_stop_even_after_threadfn_returned():
+    # "stop() sets should_stop"; the property is "True once stop() was called".
+    k = KThread(lambda d: "r")
+    k.start()
+    k.join(10)
+    assert not k.is_alive() and not k.should_stop
+    assert k.stop(timeout=10) == "r"
+    assert k.should_stop, "should_stop is False after stop() was called"
+
+
+@pytest.mark.timeout(30)
 def test_sem10_stop_releases_park_loop_and_clears_should_park():
     seen = {}
 
@@ -1052,7 +1063,7 @@ def test_api_properties():
     assert k.is_alive() is True
     k.start()
     assert k.stop(timeout=10) is data
-    assert k.started is True and k.should_stop is True
+    assert k.started is True
     assert k.is_alive() is False
 
 

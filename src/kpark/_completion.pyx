@@ -112,7 +112,7 @@ cdef class Completion:
         if _try_consume(&self.count):
             return True
         timed = deadline_from_timeout(timeout, &deadline)
-        return self._wait_slow(&deadline if timed else NULL)
+        return self._wait_slow(&deadline if timed else NULL) == 1
 
     cdef int _wait_slow(self, const timespec *deadline) except -1:
         cdef int ok

@@ -562,7 +562,7 @@ def schedule(timeout=None):
     cdef KCore core = _self_core("schedule")
     cdef timespec deadline
     cdef bint timed = deadline_from_timeout(timeout, &deadline)
-    return core.schedule(&deadline if timed else NULL)
+    return core.schedule(&deadline if timed else NULL) == 1
 
 
 def current():
