@@ -11,7 +11,7 @@ import os
 import statistics
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional, Set
 
 import kpark
 from kpark import Completion, create_on_cpu, parkme, schedule, should_park, should_stop
@@ -31,7 +31,7 @@ class Worker:
 
     def __init__(self) -> None:
         self.passes = 0
-        self.cpus_seen: set[int] = set()
+        self.cpus_seen: Set[int] = set()
         self.ack = Completion()
 
     def loop(self, _data: object) -> int:
@@ -55,7 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     threads = {cpu: create_on_cpu(workers[cpu].loop, None, cpu) for cpu in cpus}
     print(f"created {len(threads)} per-CPU threads, all parked: "
           f"{all(t.is_parked for t in threads.values())}")
-    rounds = {cpu: [] for cpu in cpus}
+    rounds: Dict[int, List[float]] = {cpu: [] for cpu in cpus}
     for _ in range(ROUNDS):
         for cpu, k in threads.items():
             t0 = time.perf_counter()

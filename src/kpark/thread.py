@@ -24,6 +24,7 @@ __all__ = ["KThread", "create_on_cpu", "ThreadExitedError", "EXIT_TIMEOUT"]
 EXIT_TIMEOUT = 1.0
 
 _COMM_BYTES = 15  # TASK_COMM_LEN - 1
+_THREAD_NAME: Any = threading.Thread.__dict__["name"]  # the property KThread.name extends
 _counter = itertools.count(1)
 _registry_lock = threading.Lock()
 _registry: "weakref.WeakSet[KThread]" = weakref.WeakSet()
@@ -108,7 +109,9 @@ class KThread(threading.Thread):
             raise RuntimeError("bind() must come before the thread is first woken")
         # Pin now, so the binding shows before anything runs; the thread pins
         # itself again from the word when it starts.
-        os.sched_setaffinity(self.native_id, {cpu})
+        tid = self.native_id
+        assert tid is not None  # set before the constructor returned
+        os.sched_setaffinity(tid, {cpu})
 
     def park(self, timeout: Optional[float] = None) -> None:
         """kthread_park: return once the thread is parked (see KCore.park)."""
@@ -181,14 +184,14 @@ class KThread(threading.Thread):
         """True once threadfn has been entered."""
         return self._core.started
 
-    @property  # type: ignore[override]
+    @property
     def name(self) -> str:
         """The thread's name; setting it renames the OS thread too."""
-        return threading.Thread.name.fget(self)  # type: ignore[attr-defined,no-any-return]
+        return str(_THREAD_NAME.fget(self))
 
     @name.setter
     def name(self, value: str) -> None:
-        threading.Thread.name.fset(self, value)  # type: ignore[attr-defined]
+        _THREAD_NAME.fset(self, value)
         tid = self.native_id
         if tid is not None and not self._core.exited:
             try:
