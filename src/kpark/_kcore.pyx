@@ -213,7 +213,13 @@ cdef class KCore:
         cdef uint32_t n
         cdef bint wake
         while True:
-            if (v & EXITED) or (require and not (v & require)):
+            if v & EXITED:
+                # Nothing to wake; a stop is still recorded (should_stop).
+                n = v | (set_bits & SHOULD_STOP)
+                if n == v or kp_cas32(&self.word, &v, n, KP_RELAXED, KP_RELAXED):
+                    return False
+                continue
+            if require and not (v & require):
                 return False
             n = (v | set_bits) & ~(clear_bits | WAITERS)
             wake = False
