@@ -22,8 +22,9 @@ from kpark.c_atomic cimport (kp_load32, kp_store32, kp_fetch_add32,
 from kpark.c_wait cimport (timespec, kp_wake_one, kp_wake_all, kp_deadline_passed,
                            kp_wait_init, KP_WAIT_TIMEDOUT)
 from kpark.waiting cimport (deadline_from_timeout, wait_step, note_main_thread,
-                            configure_spins, kp_spin_ns, kp_spin_while_equal,
-                            kp_gil_released, kp_before_gil, kp_share_gil_epoch)
+                            configure_spins, kp_spin_budget, kp_spin_while_equal,
+                            kp_gil_released, kp_before_gil, kp_share_gil_epoch,
+                            kp_this_cpu)
 from cpython.pycapsule cimport PyCapsule_GetPointer
 
 import os as _os
@@ -63,14 +64,17 @@ cdef class Completion:
     """
     cdef uint32_t count
     cdef uint32_t sleepers
+    cdef uint32_t completer_cpu     # CPU + 1 of the last complete(): a spin hint
 
     def __init__(self):
         self.count = 0
         self.sleepers = 0
+        self.completer_cpu = 0
 
     def complete(self):
         """Release one waiter, or let the next wait() return at once."""
         cdef uint32_t v = kp_load32(&self.count, KP_RELAXED)
+        kp_store32(&self.completer_cpu, kp_this_cpu(), KP_RELAXED)  # hint only
         while True:
             if v == DONE_ALL:
                 return
@@ -83,6 +87,7 @@ cdef class Completion:
 
     def complete_all(self):
         """Release every waiter, now and later, until reinit()."""
+        kp_store32(&self.completer_cpu, kp_this_cpu(), KP_RELAXED)  # hint only
         # SEQ_CST for the same pairing as complete().
         kp_store32(&self.count, DONE_ALL, KP_SEQ_CST)
         if kp_load32(&self.sleepers, KP_SEQ_CST) != 0:
@@ -121,13 +126,15 @@ cdef class Completion:
             epoch = kp_gil_released()
             ok = self._wait_nogil(deadline)
             if ok:
-                kp_before_gil(epoch)
+                kp_before_gil(epoch, kp_load32(&self.completer_cpu, KP_RELAXED))
         return ok
 
     cdef int _wait_nogil(self, const timespec *deadline) except -1 nogil:
         cdef int rc
         # Bounded spin first: the completer may be a moment away.
-        if kp_spin_while_equal(&self.count, 0, kp_spin_ns) and _try_consume(&self.count):
+        if (kp_spin_while_equal(&self.count, 0,
+                                kp_spin_budget(kp_load32(&self.completer_cpu, KP_RELAXED)))
+                and _try_consume(&self.count)):
             return 1
         kp_fetch_add32(&self.sleepers, 1, KP_SEQ_CST)
         try:

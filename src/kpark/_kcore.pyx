@@ -52,8 +52,9 @@ from kpark.c_wait cimport (timespec, kp_wait, kp_wake_all, kp_deadline_passed,
 from kpark.c_sched cimport (kp_pin_self, kp_name_self, kp_block_async_signals,
                             kp_current_get, kp_current_set)
 from kpark.waiting cimport (deadline_from_timeout, wait_step, note_main_thread,
-                            configure_spins, kp_spin_ns, kp_spin_while_equal,
-                            kp_gil_released, kp_before_gil, kp_gil_epoch)
+                            configure_spins, kp_spin_budget, kp_spin_while_equal,
+                            kp_gil_released, kp_before_gil, kp_gil_epoch,
+                            kp_this_cpu)
 from cpython.pycapsule cimport PyCapsule_New
 
 import os as _os
@@ -116,6 +117,10 @@ cdef class KCore:
     wake/park/unpark/stop/join.  kpark.KThread is the public face.
     """
     cdef uint32_t word
+    # Spin hints (CPU + 1, 0 = unknown; RELAXED, they order nothing): where
+    # the thread last announced a state, and where its last waker ran.
+    cdef uint32_t thread_cpu
+    cdef uint32_t waker_cpu
     cdef readonly object owner        # the KThread, while its thread runs
     cdef readonly object result       # threadfn's return value
     cdef readonly object exc          # the exception threadfn raised, or None
@@ -140,7 +145,7 @@ cdef class KCore:
             if not spun:
                 # One bounded spin for the next change before sleeping.
                 spun = True
-                kp_spin_while_equal(&self.word, v, kp_spin_ns)
+                kp_spin_while_equal(&self.word, v, kp_spin_budget(self._thread_cpu_hint(v)))
                 v = kp_load32(&self.word, KP_ACQUIRE)
                 continue
             # A change of the word wins over the deadline: checked above first.
@@ -164,8 +169,12 @@ cdef class KCore:
         with nogil:
             epoch = kp_gil_released()
             ok = self._wait_until(any_set, any_clear, &deadline if timed else NULL, seen)
-            kp_before_gil(epoch)
+            kp_before_gil(epoch, self._thread_cpu_hint(seen[0]))
         return ok
+
+    cdef inline uint32_t _thread_cpu_hint(self, uint32_t v) noexcept nogil:
+        # A bound thread runs on its CPU; else where it was last seen.
+        return (v >> CPU_SHIFT) if (v >> CPU_SHIFT) else kp_load32(&self.thread_cpu, KP_RELAXED)
 
     def wait_booted(self):
         """Constructor only: return once the new thread sits in its first sleep."""
@@ -184,6 +193,7 @@ cdef class KCore:
         cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)
         cdef uint32_t n
         cdef bint woke
+        kp_store32(&self.waker_cpu, kp_this_cpu(), KP_RELAXED)
         while True:
             if v & (EXITED | PARKED):
                 return False
@@ -212,6 +222,7 @@ cdef class KCore:
         cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)
         cdef uint32_t n
         cdef bint wake
+        kp_store32(&self.waker_cpu, kp_this_cpu(), KP_RELAXED)
         while True:
             if v & EXITED:
                 # Nothing to wake; a stop is still recorded (should_stop).
@@ -386,6 +397,7 @@ cdef class KCore:
     cdef void _publish(self, uint32_t set_bits) noexcept nogil:
         """Set status bits (RELEASE: publishes what the thread wrote before)."""
         cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)
+        kp_store32(&self.thread_cpu, kp_this_cpu(), KP_RELAXED)
         while not kp_cas32(&self.word, &v, (v | set_bits) & ~WAITERS,
                            KP_RELEASE, KP_RELAXED):
             pass
@@ -415,6 +427,7 @@ cdef class KCore:
         cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
         cdef uint32_t n
         cdef bint parked = False
+        kp_store32(&self.thread_cpu, kp_this_cpu(), KP_RELAXED)
         while (v & SHOULD_PARK) and not (v & SHOULD_STOP):
             # Phase 1, the announcement: only while the request still stands.
             n = (v | PARKED) & ~WAITERS
@@ -425,7 +438,8 @@ cdef class KCore:
             # Phase 2, asleep on the announced value until unpark()/stop()
             # clears PARKED; any other change just makes us re-check.
             v = n
-            kp_spin_while_equal(&self.word, v, kp_spin_ns)
+            kp_spin_while_equal(&self.word, v,
+                                kp_spin_budget(kp_load32(&self.waker_cpu, KP_RELAXED)))
             v = kp_load32(&self.word, KP_ACQUIRE)
             while v & PARKED:
                 kp_wait(&self.word, v, NULL, 0)
@@ -453,7 +467,7 @@ cdef class KCore:
         with nogil:
             epoch = kp_gil_released()
             err = self._park_loop()
-            kp_before_gil(epoch)
+            kp_before_gil(epoch, kp_load32(&self.waker_cpu, KP_RELAXED))
         if err:
             raise OSError(err, f"cannot pin the thread back to CPU {self.cpu}: "
                                f"{_os.strerror(err)}")
@@ -472,7 +486,7 @@ cdef class KCore:
             epoch = kp_gil_released()
             woken = self._sleep(deadline)
             if woken:
-                kp_before_gil(epoch)
+                kp_before_gil(epoch, kp_load32(&self.waker_cpu, KP_RELAXED))
         return woken
 
     cdef int _sleep(self, const timespec *deadline) noexcept nogil:
@@ -482,7 +496,9 @@ cdef class KCore:
         cdef int rc
         # Spin for a token before announcing the sleep: while we are not
         # SLEEPING a waker leaves a token and makes no system call.
-        if not (v & WAKE) and kp_spin_while_equal(&self.word, v, kp_spin_ns):
+        kp_store32(&self.thread_cpu, kp_this_cpu(), KP_RELAXED)
+        if not (v & WAKE) and kp_spin_while_equal(
+                &self.word, v, kp_spin_budget(kp_load32(&self.waker_cpu, KP_RELAXED))):
             v = kp_load32(&self.word, KP_ACQUIRE)
         while True:
             if v & WAKE:

@@ -15,6 +15,10 @@ cdef extern from "pythread.h":
 
 cdef extern from *:
     """
+    #ifndef _GNU_SOURCE
+    #define _GNU_SOURCE
+    #endif
+    #include <sched.h>
     #include <time.h>
     #include "kp_atomic.h"
     /* Only the pthread backend needs to know whether to slice a wait for
@@ -73,9 +77,27 @@ cdef extern from *:
         return __atomic_add_fetch(kp_gil_epoch, 1, __ATOMIC_RELAXED);
     }
 
-    static inline void kp_before_gil(uint32_t epoch_on_entry)
+    /* Spin only for a peer that can act meanwhile.  `peer_cpu` is where the
+     * thread we wait for runs (or last ran), as CPU + 1, 0 for unknown: when
+     * that is our own CPU, spinning keeps it from running until we give up,
+     * so we sleep at once instead (per-CPU workers and their controller). */
+    static inline int kp_peer_elsewhere(uint32_t peer_cpu)
     {
-        kp_spin_while_equal(kp_gil_epoch, epoch_on_entry, kp_gil_spin_ns);
+        return peer_cpu == 0 || (int)peer_cpu - 1 != sched_getcpu();
+    }
+
+    static inline long kp_spin_budget(uint32_t peer_cpu)
+    {
+        return kp_spin_ns > 0 && kp_peer_elsewhere(peer_cpu) ? kp_spin_ns : 0;
+    }
+
+    /* This thread's CPU as CPU + 1, for peers' kp_spin_budget. */
+    static inline uint32_t kp_this_cpu(void) { return (uint32_t)(sched_getcpu() + 1); }
+
+    static inline void kp_before_gil(uint32_t epoch_on_entry, uint32_t peer_cpu)
+    {
+        if (kp_gil_spin_ns > 0 && kp_peer_elsewhere(peer_cpu))
+            kp_spin_while_equal(kp_gil_epoch, epoch_on_entry, kp_gil_spin_ns);
     }
     """
     bint KP_NEEDS_SIGNAL_SLICES
@@ -86,7 +108,9 @@ cdef extern from *:
     bint kp_spin_while_equal(const uint32_t *word, uint32_t expected, long budget_ns) nogil
     void kp_share_gil_epoch(uint32_t *owner)
     uint32_t kp_gil_released() nogil
-    void kp_before_gil(uint32_t epoch_on_entry) nogil
+    void kp_before_gil(uint32_t epoch_on_entry, uint32_t peer_cpu) nogil
+    long kp_spin_budget(uint32_t peer_cpu) nogil
+    uint32_t kp_this_cpu() nogil
 
 
 cdef inline int configure_spins() except -1:

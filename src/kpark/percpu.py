@@ -1,0 +1,519 @@
+"""kpark.PerCPUThreads: per-CPU hotplug threads, the kernel's smpboot model.
+
+kernel/smpboot.c keeps one thread per CPU for each registered
+`smp_hotplug_thread`; when a CPU goes down its thread is parked, when it
+comes back the thread is unparked, and nothing is torn down.  This module is
+that model over kpark's public KThread API: `create_on_cpu` makes each
+thread bound and parked, `park`/`unpark` are the hotplug, `stop` the
+unregistration, and every thread runs the smpboot loop (`_smpboot_fn`).
+
+Locks: `_lock` serialises hotplug and close (the kernel's
+smpboot_threads_lock) and may be held while waiting for a thread to park;
+`_state_lock` only guards updates of `_online` and the error list and is
+never held while waiting, so a pool thread may take it.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Callable, Iterable, List, Optional, Tuple, Union
+
+from kpark._kcore import current, parkme, schedule, should_park, should_stop
+from kpark.thread import KThread, create_on_cpu
+
+__all__ = ["PerCPUThreads", "CPUs", "available_cpus", "parse_cpu_list", "MAX_ERRORS"]
+
+#: One CPU number or an iterable of them, as offline()/online() accept.
+CPUs = Union[int, Iterable[int]]
+
+#: Callback errors kept per pool; later ones are counted, not kept, so a
+#: thread_fn that fails on every call cannot grow memory without bound.
+MAX_ERRORS = 100
+
+_SYS_ONLINE = "/sys/devices/system/cpu/online"
+
+# smpboot_thread_data.status
+_NONE = 0      # HP_THREAD_NONE: setup has not run yet
+_ACTIVE = 1    # HP_THREAD_ACTIVE
+_PARKED = 2    # HP_THREAD_PARKED: parked after being active
+
+
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """Parse the kernel's CPU list format ("0-3,5,7-8") into a set of CPUs.
+
+    Pure function, any caller.  ValueError for malformed text.
+    """
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        if sep:
+            first, last = int(lo), int(hi)
+            if last < first:
+                raise ValueError(f"bad CPU range {part!r}")
+            cpus.update(range(first, last + 1))
+        else:
+            cpus.add(int(lo))
+    return frozenset(cpus)
+
+
+def available_cpus() -> frozenset[int]:
+    """The CPUs the process may use now: main-thread affinity ∩ online CPUs.
+
+    Any caller.  The main thread's affinity (`os.sched_getaffinity(pid)`) is
+    what `taskset -p PID`, cgroup cpusets and container CPU managers change;
+    /sys/devices/system/cpu/online is real CPU hotplug (ignored if unreadable).
+    """
+    allowed = frozenset(os.sched_getaffinity(os.getpid()))
+    try:
+        with open(_SYS_ONLINE) as f:
+            online = parse_cpu_list(f.read())
+    except (OSError, ValueError):
+        return allowed
+    return allowed & online if online else allowed
+
+
+def _normalize_cpus(cpus: Optional[CPUs]) -> List[int]:
+    """The constructor's `cpus`: sorted, unique ints; default: this thread's affinity."""
+    if cpus is None:
+        return sorted(os.sched_getaffinity(0))
+    seq = _as_list(cpus)
+    for cpu in seq:
+        if cpu < 0:
+            raise ValueError(f"cpu must be non-negative, got {cpu}")
+    if not seq:
+        raise ValueError("cpus must name at least one CPU")
+    return sorted(set(seq))
+
+
+def _as_list(cpus: CPUs) -> List[int]:
+    """One CPU or an iterable of CPUs as a list; TypeError for non-ints."""
+    seq = [cpus] if isinstance(cpus, int) else list(cpus)
+    for cpu in seq:
+        if isinstance(cpu, bool) or not isinstance(cpu, int):
+            raise TypeError(f"CPU numbers must be ints, got {type(cpu).__name__}")
+    return seq
+
+
+class _Slot:
+    """Per-CPU bookkeeping (the kernel's smpboot_thread_data)."""
+    __slots__ = ("cpu", "status")
+
+    def __init__(self, cpu: int) -> None:
+        self.cpu = cpu
+        self.status = _NONE  # written only by the CPU's own thread
+
+
+class _AffinityWatcher:
+    """A KThread that calls `sync()` every `interval` seconds until stopped."""
+
+    def __init__(self, sync: Callable[[], None], interval: float, name: str,
+                 on_error: Callable[[BaseException], None]) -> None:
+        self.interval = interval
+        self._sync = sync
+        self._on_error = on_error
+        self.thread = KThread(self._run, name=name)
+        self.thread.start()
+
+    def _run(self, _: object) -> None:
+        # schedule(timeout) is the sleep, so stop() ends it at once.
+        while True:
+            schedule(self.interval)
+            if should_stop():
+                return
+            try:
+                self._sync()
+            except BaseException as exc:  # keep watching; the pool reports it
+                self._on_error(exc)
+
+    def stop(self) -> None:
+        self.thread.stop()
+
+
+def _check_interval(interval: float) -> float:
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+        raise TypeError(f"interval must be a number, got {type(interval).__name__}")
+    if not interval > 0:
+        raise ValueError(f"interval must be positive, got {interval}")
+    return float(interval)
+
+
+class PerCPUThreads:
+    """One parked-or-running KThread per CPU: smpboot_register_percpu_thread.
+
+    Each thread runs the smpboot loop; `offline(cpu)` parks a CPU's thread,
+    `online(cpu)` unparks it, `close()` stops them all.  Callbacks get the
+    CPU number; all but `create` run in that CPU's thread, pinned to it.
+    """
+
+    def __init__(self, thread_fn: Callable[[int], object],
+                 thread_should_run: Callable[[int], object], *,
+                 setup: Optional[Callable[[int], object]] = None,
+                 cleanup: Optional[Callable[[int, bool], object]] = None,
+                 park: Optional[Callable[[int], object]] = None,
+                 unpark: Optional[Callable[[int], object]] = None,
+                 create: Optional[Callable[[int], object]] = None,
+                 selfparking: bool = False, thread_comm: str = "kpark/%u",
+                 cpus: Optional[CPUs] = None) -> None:
+        """Create, bind and park one thread per CPU, then unpark them.
+
+        All or nothing: if creating a thread or `create(cpu)` fails, every
+        thread made so far is stopped and the error is raised.  With
+        `selfparking` the threads stay parked: their owner unparks them.
+        """
+        for label, fn in (("thread_fn", thread_fn), ("thread_should_run", thread_should_run)):
+            if not callable(fn):
+                raise TypeError(f"{label} must be callable, got {type(fn).__name__}")
+        for label, opt in (("setup", setup), ("cleanup", cleanup), ("park", park),
+                           ("unpark", unpark), ("create", create)):
+            if opt is not None and not callable(opt):
+                raise TypeError(f"{label} must be callable or None, got {type(opt).__name__}")
+        if not isinstance(thread_comm, str):
+            raise TypeError(f"thread_comm must be a str, got {type(thread_comm).__name__}")
+        cpu_list = _normalize_cpus(cpus)
+        self._thread_fn = thread_fn
+        self._thread_should_run = thread_should_run
+        self._setup = setup
+        self._cleanup = cleanup
+        self._park_cb = park
+        self._unpark_cb = unpark
+        self._selfparking = bool(selfparking)
+        self._cpus: Tuple[int, ...] = tuple(cpu_list)
+        self._slots: dict[int, _Slot] = {}
+        self._kthreads: dict[int, KThread] = {}
+        self._lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._online: frozenset[int] = frozenset()
+        self._errors: List[Tuple[Optional[int], BaseException]] = []
+        self._dropped = 0
+        self._reported = 0
+        self._closed = False
+        self._auto_offline: set[int] = set()
+        self._watcher: Optional[_AffinityWatcher] = None
+        made: List[KThread] = []
+        try:
+            for cpu in cpu_list:
+                slot = _Slot(cpu)
+                k = create_on_cpu(self._smpboot_fn, slot, cpu, thread_comm)
+                made.append(k)
+                self._slots[cpu] = slot
+                self._kthreads[cpu] = k
+                if create is not None:
+                    # create_on_cpu returns it parked; the callback may rely
+                    # on the thread being off the CPU (as the kernel's does).
+                    if not k.is_parked:
+                        k.park()
+                    create(cpu)
+        except BaseException:
+            for k in made:
+                try:
+                    k.stop()
+                except BaseException:
+                    pass  # threadfn never ran: nothing of the user's to report
+            raise
+        self._threads = frozenset(made)
+        self._online = frozenset(cpu_list)
+        if not self._selfparking:
+            for cpu in cpu_list:
+                self._kthread(cpu).unpark()
+
+    # -- the loop each thread runs (smpboot_thread_fn) ------------------------
+
+    def _smpboot_fn(self, slot: _Slot) -> None:
+        """The smpboot loop; runs in the CPU's KThread until it is stopped."""
+        cpu = slot.cpu
+        thread_fn = self._thread_fn
+        should_run = self._thread_should_run
+        while True:
+            # Module globals looked up each time: tests substitute them.
+            if should_stop():
+                # cleanup mirrors setup: only a thread that got past setup.
+                if self._cleanup is not None and slot.status != _NONE:
+                    self._call(cpu, self._cleanup, cpu, cpu in self._online)
+                return
+            if should_park():
+                if slot.status == _ACTIVE:
+                    if self._park_cb is not None:
+                        self._call(cpu, self._park_cb, cpu)
+                    slot.status = _PARKED
+                try:
+                    parkme()
+                except OSError as exc:
+                    self._repin_failed(slot, exc)
+                continue  # we may have been released by stop()
+            if slot.status == _NONE:
+                if self._setup is not None:
+                    self._call(cpu, self._setup, cpu)
+                slot.status = _ACTIVE
+                continue
+            if slot.status == _PARKED:
+                if self._unpark_cb is not None:
+                    self._call(cpu, self._unpark_cb, cpu)
+                slot.status = _ACTIVE
+                continue
+            try:
+                run = should_run(cpu)
+            except BaseException as exc:
+                self._record(cpu, exc)
+                run = False  # sleep rather than spin on a failing check
+            if run:
+                try:
+                    thread_fn(cpu)
+                except BaseException as exc:
+                    self._record(cpu, exc)
+            else:
+                # A wake() after the check left a token: this returns at once.
+                schedule()
+
+    def _call(self, cpu: int, fn: Callable[..., object], *args: object) -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:
+            self._record(cpu, exc)
+
+    def _repin_failed(self, slot: _Slot, exc: OSError) -> None:
+        # Unparked, but its CPU is no longer allowed: rather than run user
+        # code on the wrong CPU, park again and count the CPU as offline
+        # until the next online() (which retries the pinning).
+        self._record(slot.cpu, exc)
+        with self._state_lock:
+            self._online = self._online - {slot.cpu}
+        k = current()
+        if k is not None:
+            k.park()  # from itself: only sets should_park
+        self._self_offlined(slot.cpu)
+
+    def _self_offlined(self, cpu: int) -> None:
+        """Hook for subclasses: `cpu`'s thread parked itself (re-pin failed)."""
+
+    # -- errors ---------------------------------------------------------------
+
+    def _record(self, cpu: Optional[int], exc: BaseException) -> None:
+        with self._state_lock:
+            if len(self._errors) < MAX_ERRORS:
+                self._errors.append((cpu, exc))
+            else:
+                self._dropped += 1
+
+    def _report(self) -> None:
+        """Raise the oldest error not yet raised by offline()/online(), if any."""
+        with self._state_lock:
+            if self._reported >= len(self._errors):
+                return
+            exc = self._errors[self._reported][1]
+            self._reported = len(self._errors)
+        raise exc
+
+    @property
+    def errors(self) -> List[Tuple[Optional[int], BaseException]]:
+        """Every recorded callback error as (cpu, exception), oldest first.
+
+        Any thread.  cpu is None for errors of the affinity watcher.  At most
+        MAX_ERRORS are kept; `dropped_errors` counts the rest.
+        """
+        with self._state_lock:
+            return list(self._errors)
+
+    @property
+    def dropped_errors(self) -> int:
+        """How many errors came after MAX_ERRORS and were counted, not kept."""
+        return self._dropped
+
+    # -- queries --------------------------------------------------------------
+
+    @property
+    def cpus(self) -> Tuple[int, ...]:
+        """The pool's CPUs, ascending (one thread each, online or not)."""
+        return self._cpus
+
+    @property
+    def online_cpus(self) -> frozenset[int]:
+        """The CPUs whose threads are not parked by the pool; empty once closed."""
+        return self._online
+
+    @property
+    def selfparking(self) -> bool:
+        """True if the pool leaves parking and unparking to the threads' owner."""
+        return self._selfparking
+
+    @property
+    def closed(self) -> bool:
+        """True once close() has run."""
+        return self._closed
+
+    def thread(self, cpu: int) -> KThread:
+        """The KThread of `cpu`.  Any thread; ValueError for an unknown CPU."""
+        return self._kthread(self._known(cpu))
+
+    def _kthread(self, cpu: int) -> KThread:
+        return self._kthreads[cpu]
+
+    def _known(self, cpu: object) -> int:
+        if isinstance(cpu, bool) or not isinstance(cpu, int):
+            raise TypeError(f"CPU numbers must be ints, got {type(cpu).__name__}")
+        if cpu not in self._slots:
+            raise ValueError(f"CPU {cpu} is not one of this pool's CPUs {list(self._cpus)}")
+        return cpu
+
+    def _cpu_list(self, cpus: CPUs) -> List[int]:
+        """Validated CPUs, ascending and unique (ValueError names an unknown one)."""
+        return sorted({self._known(c) for c in _as_list(cpus)})
+
+    def _is_own_thread(self) -> bool:
+        k = current()
+        return k is not None and k in self._threads
+
+    def _check_caller(self, what: str) -> None:
+        # A pool thread waiting for itself (or for a sibling that waits for
+        # the lock it holds) would deadlock; refuse instead.
+        if self._is_own_thread():
+            raise RuntimeError(f"{what}() cannot be called from one of the pool's own threads")
+
+    # -- wake and hotplug -----------------------------------------------------
+
+    def wake(self, cpu: int) -> bool:
+        """Make `cpu`'s thread re-check thread_should_run.
+
+        Any thread, never blocks.  True if the thread was asleep and this
+        woke it; a running thread re-checks before it next sleeps; a parked
+        one checks when it is unparked.
+        """
+        if isinstance(cpu, bool):
+            self._known(cpu)
+        try:
+            k = self._kthreads[cpu]
+        except (KeyError, TypeError):
+            self._known(cpu)
+            raise
+        return k.wake()
+
+    def offline(self, cpus: CPUs) -> None:
+        """Park the threads of `cpus` (one CPU or an iterable); return once parked.
+
+        Any thread but the pool's own.  Parks in descending CPU order; CPUs
+        already offline are skipped.  Then re-raises the oldest callback
+        error not yet reported, if any.  RuntimeError once closed.
+        """
+        targets = self._cpu_list(cpus)
+        self._check_caller("offline")
+        with self._lock:
+            self._check_open()
+            self._auto_offline.difference_update(targets)
+            self._hotplug_locked(targets, up=False)
+        self._report()
+
+    def online(self, cpus: CPUs) -> None:
+        """Unpark the threads of `cpus` (one CPU or an iterable); never waits.
+
+        Any thread but the pool's own.  Unparks in ascending CPU order; CPUs
+        already online are skipped.  Then re-raises the oldest callback error
+        not yet reported, if any.  RuntimeError once closed.
+        """
+        targets = self._cpu_list(cpus)
+        self._check_caller("online")
+        with self._lock:
+            self._check_open()
+            self._auto_offline.difference_update(targets)
+            self._hotplug_locked(targets, up=True)
+        self._report()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the per-CPU pool is closed")
+
+    def _hotplug_locked(self, targets: List[int], up: bool) -> None:
+        """Bring ascending `targets` up (in order) or down (in reverse); hold _lock."""
+        if up:
+            for cpu in targets:
+                if cpu in self._online:
+                    continue
+                with self._state_lock:
+                    self._online = self._online | {cpu}
+                if not self._selfparking:
+                    self._kthread(cpu).unpark()
+        else:
+            for cpu in reversed(targets):
+                if cpu not in self._online:
+                    continue
+                if not self._selfparking:
+                    self._kthread(cpu).park()
+                with self._state_lock:
+                    self._online = self._online - {cpu}
+
+    # -- following the machine's CPUs ----------------------------------------
+
+    def follow_affinity(self, interval: Optional[float] = 1.0) -> None:
+        """Park/unpark threads as the process's allowed and online CPUs change.
+
+        Any thread but the pool's own.  Syncs once now, then every `interval`
+        seconds in a watcher thread; `None` stops watching.  Only CPUs the
+        watcher parked are brought back; offline()/online() by hand win.
+        """
+        self._stop_watcher()
+        if interval is None:
+            return
+        interval = _check_interval(interval)
+        self._check_caller("follow_affinity")
+        self._sync_affinity()
+        self._watcher = _AffinityWatcher(self._sync_affinity, interval,
+                                         "kpark-affinity", self._watch_error)
+
+    def _watch_error(self, exc: BaseException) -> None:
+        self._record(None, exc)
+
+    def _stop_watcher(self) -> None:
+        w, self._watcher = self._watcher, None
+        if w is not None and w.thread is not current():
+            w.stop()
+
+    def _sync_affinity(self) -> None:
+        avail = available_cpus()
+        with self._lock:
+            if self._closed:
+                return
+            back = sorted(self._auto_offline & avail)
+            drop = sorted(c for c in self._online if c not in avail)
+            self._hotplug_locked(back, up=True)
+            self._auto_offline.difference_update(back)
+            self._hotplug_locked(drop, up=False)
+            self._auto_offline.update(drop)
+
+    # -- teardown -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop every thread, parked ones included (smpboot_unregister).
+
+        Any thread but the pool's own; idempotent.  Each thread that got past
+        setup runs cleanup(cpu, online) first.  Then re-raises the first
+        callback error the pool ever recorded, on every call.
+        """
+        self._check_caller("close")
+        self._stop_watcher()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                for cpu in self._cpus:
+                    try:
+                        self._kthread(cpu).stop()
+                    except BaseException as exc:  # the loop itself failed
+                        self._record(cpu, exc)
+                with self._state_lock:
+                    self._online = frozenset()
+        with self._state_lock:
+            if not self._errors:
+                return
+            self._reported = len(self._errors)
+            first = self._errors[0][1]
+        raise first
+
+    def __enter__(self) -> "PerCPUThreads":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"online={sorted(self._online)}"
+        return f"<PerCPUThreads cpus={list(self._cpus)} {state}>"

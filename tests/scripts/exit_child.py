@@ -1,0 +1,106 @@
+"""Subprocess payload for tests/test_process.py (issue 2, semantics 16).
+
+    python exit_child.py MODE
+
+Creates KThreads in every state a program may leave them in - parked in
+parkme(), asleep in schedule(), never woken, parked before threadfn ran,
+per-CPU parked by create_on_cpu() (never unparked), per-CPU that ran and was
+parked again - prints "READY" and simply ends.  With MODE=stubborn one more
+KThread is blocked in user code and ignores should_stop, so the exit has to
+give up on it after kpark.thread.EXIT_TIMEOUT.
+
+Every threadfn that ran prints "STOPPED <name>" when it sees should_stop and
+returns; an atexit handler (atexit runs after threading's shutdown, which is
+where kpark stops its threads) prints "ATEXIT <json>" with is_alive() of
+each KThread, so the parent sees which threads were stopped.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+import threading
+import time
+
+import kpark
+
+MODE = sys.argv[1]
+assert MODE in ("clean", "stubborn"), MODE
+DEADLINE = 10.0
+
+
+def wait_until(pred, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"did not happen within {DEADLINE} s: {what}")
+        time.sleep(0.0005)
+
+
+def kloop(name: str) -> str:
+    """The kernel-style loop."""
+    while not kpark.should_stop():
+        if kpark.should_park():
+            kpark.parkme()
+        ran.add(name)
+        kpark.schedule()
+    print("STOPPED", name, flush=True)
+    return name
+
+
+def asleep(tid: int) -> bool:
+    try:
+        with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"S"
+    except OSError:
+        return False
+
+
+ran: set = set()
+cpu = min(os.sched_getaffinity(0))
+ks = {}
+
+ks["parked"] = kpark.KThread(kloop, "parked")
+ks["parked"].start()
+ks["parked"].park(DEADLINE)
+
+ks["sleeping"] = kpark.KThread(kloop, "sleeping")
+ks["sleeping"].start()
+wait_until(lambda: "sleeping" in ran and asleep(ks["sleeping"].native_id),
+           "asleep in schedule()")
+
+ks["never"] = kpark.KThread(kloop, "never")
+
+ks["parked_early"] = kpark.KThread(kloop, "parked_early")
+ks["parked_early"].park(DEADLINE)
+
+ks["per_cpu"] = kpark.create_on_cpu(kloop, "per_cpu", cpu)
+
+ks["per_cpu_ran"] = kpark.create_on_cpu(kloop, "per_cpu_ran", cpu, "ran/%u")
+ks["per_cpu_ran"].unpark()
+wait_until(lambda: "per_cpu_ran" in ran, "per-CPU thread ran")
+ks["per_cpu_ran"].park(DEADLINE)
+
+if MODE == "stubborn":
+    never_set = threading.Event()
+
+    def stubborn(_data: object) -> None:
+        never_set.wait()          # user code that ignores should_stop
+
+    ks["stubborn"] = kpark.KThread(stubborn, name="stubborn")
+    ks["stubborn"].start()
+
+assert ks["parked"].is_parked and ks["parked_early"].is_parked
+assert ks["per_cpu"].is_parked and ks["per_cpu_ran"].is_parked
+assert not ks["never"].started and not ks["per_cpu"].started
+
+
+@atexit.register
+def report() -> None:
+    print("ATEXIT", json.dumps({name: k.is_alive() for name, k in ks.items()}),
+          flush=True)
+
+
+print("READY", json.dumps({"exit_timeout": kpark.thread.EXIT_TIMEOUT,
+                           "ran": sorted(ran)}), flush=True)
