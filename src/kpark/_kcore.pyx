@@ -11,6 +11,7 @@ state machine; the bits are:
     SHOULD_PARK   park() is pending or granted; unpark()/stop() clear it.
     WAKE          one remembered wake-up (a token, not a count) for a thread
                   that was not asleep when wake/park/unpark/stop came.
+                  (Once SHOULD_STOP is set, schedule() never sleeps at all.)
     WOKEN         the first wake happened: the thread may leave its first
                   sleep (wake() and park() set it; unpark() does not).
   thread status
@@ -477,7 +478,11 @@ cdef class KCore:
         cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
         cdef int woken
         cdef uint32_t epoch
-        # Fast path with the GIL: consume a pending token.
+        # Fast path with the GIL: a stopping thread never sleeps again (the
+        # stop may have released it from the park loop, where no token is
+        # left); otherwise consume a pending token.
+        if v & SHOULD_STOP:
+            return True
         while v & WAKE:
             if kp_cas32(&self.word, &v, v & ~(WAKE | WAITERS), KP_ACQ_REL, KP_ACQUIRE):
                 _wake_if(&self.word, v & WAITERS)
@@ -501,6 +506,8 @@ cdef class KCore:
                 &self.word, v, kp_spin_budget(kp_load32(&self.waker_cpu, KP_RELAXED))):
             v = kp_load32(&self.word, KP_ACQUIRE)
         while True:
+            if v & SHOULD_STOP:
+                return 1
             if v & WAKE:
                 n = v & ~(WAKE | WAITERS)
             else:
@@ -579,7 +586,8 @@ def schedule(timeout=None):
     """Sleep without the GIL until wake(), park(), unpark() or stop().
 
     A wake that came since the last schedule() returned makes this return at
-    once.  Returns True when woken, False once `timeout` seconds passed.
+    once, and so does a stop() (a stopping thread never sleeps here again).
+    Returns True when woken, False once `timeout` seconds passed.
     """
     cdef KCore core = _self_core("schedule")
     cdef timespec deadline

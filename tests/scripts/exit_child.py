@@ -45,7 +45,8 @@ def kloop(name: str) -> str:
             kpark.parkme()
         ran.add(name)
         kpark.schedule()
-    print("STOPPED", name, flush=True)
+    # One write(2) per line: print() from several threads can interleave.
+    os.write(1, f"STOPPED {name}\n".encode())
     return name
 
 
@@ -98,8 +99,9 @@ assert not ks["never"].started and not ks["per_cpu"].started
 
 @atexit.register
 def report() -> None:
-    print("ATEXIT", json.dumps({name: k.is_alive() for name, k in ks.items()}),
-          flush=True)
+    sys.stdout.flush()
+    os.write(1, ("ATEXIT " + json.dumps({name: k.is_alive() for name, k in ks.items()})
+                 + "\n").encode())
 
 
 print("READY", json.dumps({"exit_timeout": kpark.thread.EXIT_TIMEOUT,

@@ -128,11 +128,13 @@ def child(inherited: dict, cpu: int, wfd: int) -> None:
     try:
         signal.alarm(CHILD_ALARM)
         t0 = time.monotonic()
-        enumerated = {t.ident for t in threading.enumerate()}
+        # By identity: idents (pthread_t) are reused, e.g. the forking
+        # thread may have the ident a finished KThread had.
+        enumerated = {id(t) for t in threading.enumerate()}
         for name, k in inherited.items():
             s0 = time.monotonic()
             rec = {"alive": k.is_alive(), "parked": k.is_parked,
-                   "enumerated": k.ident in enumerated}
+                   "enumerated": id(k) in enumerated}
             try:
                 k.park(DEADLINE)
                 rec["park"] = "returned"
