@@ -7,10 +7,16 @@
   message if it does not: tests synchronise on observable state, they never
   "sleep and hope".
 - task_state()/task_comm() read /proc/self/task/<tid>/{stat,comm}.
+- A hang watchdog: pytest-timeout fires from Python code (its signal handler
+  or its timer thread), so it cannot end a test whose threads deadlock while
+  one of them holds the GIL; faulthandler's watchdog is a C thread, so it
+  dumps every thread's stack and exits the run TIMEOUT + 30 s into a test.
 """
 from __future__ import annotations
 
+import faulthandler
 import os
+import sys
 import threading
 import time
 from typing import Any, Callable, List, Optional
@@ -25,6 +31,64 @@ STOP_GRACE = 10.0
 #: Default deadline for states that must eventually hold.  Generous: the test
 #: machine is small and shared.
 DEFAULT_WAIT = 10.0
+
+
+#: Seconds the hang watchdog allows beyond a test's pytest-timeout.
+WATCHDOG_GRACE = 30.0
+
+_watchdog_file = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A duplicate of the real stderr, taken while capture is suspended, so the
+    # watchdog's dump is seen even though the process exits at once.
+    global _watchdog_file
+    try:
+        _watchdog_file = os.fdopen(os.dup(2), "w")
+    except OSError:
+        _watchdog_file = None
+
+
+def _effective_timeout(request: pytest.FixtureRequest) -> float:
+    """The pytest-timeout limit of this test (marker, then option, then ini)."""
+    marker = request.node.get_closest_marker("timeout")
+    value = None
+    if marker is not None:
+        value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+    if value is None:
+        try:
+            value = request.config.getoption("timeout")
+        except ValueError:
+            value = None
+    if value is None:
+        try:
+            value = request.config.getini("timeout")
+        except ValueError:
+            value = None
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+@pytest.fixture(autouse=True)
+def _hang_watchdog(request: pytest.FixtureRequest):
+    """Exit the run (with every thread's stack) if a test hangs past its
+    timeout + WATCHDOG_GRACE, even with the GIL held by a blocked thread."""
+    try:
+        own = float(request.config.getini("faulthandler_timeout") or 0)
+    except (TypeError, ValueError):
+        own = 0.0
+    limit = _effective_timeout(request)
+    if own > 0 or limit <= 0:
+        yield                       # pytest's own faulthandler timer is in use
+        return
+    faulthandler.dump_traceback_later(limit + WATCHDOG_GRACE, exit=True,
+                                      file=_watchdog_file or sys.stderr)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = DEFAULT_WAIT,

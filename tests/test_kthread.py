@@ -151,7 +151,7 @@ def test_sem02_park_returns_only_when_parked():
     s = Spinner(chunk=200_000)
     s.k.start()
     for i in range(20):
-        s.k.park(timeout=10)
+        assert s.k.park(timeout=10) is None
         assert s.k.is_parked, f"cycle {i}: park() returned before the thread parked"
         assert s.k.should_park
         c = s.count
@@ -665,9 +665,8 @@ def test_sem10_wake_then_stop_at_once_is_consistent():
         k.wake()
         r = k.stop(timeout=10)
         assert r == ("ran" if k.started else None)
-        assert calls == (["x"] if k.started else [])
-        time.sleep(0.001)
-        assert calls == (["x"] if k.started else []), "threadfn entered after stop()"
+        assert calls == (["x"] if k.started else []), \
+            "threadfn entered although stop() returned None"
 
 
 @pytest.mark.timeout(30)
@@ -879,25 +878,28 @@ def test_sem12_bind_rejects_cpu_not_allowed():
     assert k.cpu is None
 
 
-def test_sem12_create_on_cpu_rejects_cpu_not_allowed():
+def test_sem12_create_on_cpu_rejects_cpu_not_allowed(kthreads):
     bad = _bad_cpu()
-    before = threading.active_count()
     with pytest.raises(ValueError) as ei:
         create_on_cpu(lambda d: None, None, bad)
     _check_bad_cpu_message(ei.value, bad)
-    assert threading.active_count() == before
+    assert kthreads == [], "create_on_cpu() made a thread before validating the CPU"
 
 
 @pytest.mark.parametrize("cpu, exc", [(-1, ValueError), (-5, ValueError),
                                       ("0", TypeError), (0.0, TypeError),
                                       (None, TypeError), (True, TypeError)])
-def test_sem12_bind_and_create_on_cpu_reject_bad_cpu_values(cpu, exc):
+def test_sem12_bind_and_create_on_cpu_reject_bad_cpu_values(cpu, exc, kthreads):
     k = KThread(lambda d: None)
     with pytest.raises(exc):
         k.bind(cpu)
     with pytest.raises(exc):
         create_on_cpu(lambda d: None, None, cpu)
+    assert kthreads == [k]
     assert k.cpu is None and not k.is_per_cpu
+    # The thread is still unbound and bindable.
+    k.bind(allowed_cpus()[0])
+    assert k.cpu == allowed_cpus()[0]
 
 
 @pytest.mark.timeout(30)
@@ -1261,3 +1263,15 @@ def test_api_repeated_park_unpark_cycles():
         if i % 20 == 0:
             wait_for(lambda: s.count > c)
     assert s.k.stop(timeout=10) == s.count
+
+
+@pytest.mark.timeout(30)
+def test_negative_timeouts_rejected_whatever_the_state():
+    k = KThread(lambda d: None)
+    k.park()
+    with pytest.raises(ValueError):
+        k.park(-1)  # already parked: would have returned at once
+    with pytest.raises(ValueError):
+        k.stop(-0.5)
+    assert k.is_alive() and not k.should_stop, "a rejected stop() must not stop"
+    assert k.stop(timeout=10) is None

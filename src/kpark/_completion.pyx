@@ -21,7 +21,7 @@ from kpark.c_atomic cimport (kp_load32, kp_store32, kp_fetch_add32,
                              KP_RELAXED, KP_ACQUIRE, KP_RELEASE, KP_SEQ_CST)
 from kpark.c_wait cimport (timespec, kp_wake_one, kp_wake_all, kp_deadline_passed,
                            kp_wait_init, KP_WAIT_TIMEDOUT)
-from kpark.waiting cimport (deadline_from_timeout, wait_step, note_main_thread,
+from kpark.waiting cimport (check_timeout, deadline_from_timeout, wait_step, note_main_thread,
                             configure_spins, kp_spin_budget, kp_spin_while_equal,
                             kp_gil_released, kp_before_gil, kp_share_gil_epoch,
                             kp_this_cpu)
@@ -114,6 +114,8 @@ cdef class Completion:
         """
         cdef timespec deadline
         cdef bint timed
+        if timeout is not None:
+            check_timeout(timeout)
         if _try_consume(&self.count):
             return True
         timed = deadline_from_timeout(timeout, &deadline)

@@ -52,7 +52,7 @@ from kpark.c_wait cimport (timespec, kp_wait, kp_wake_all, kp_deadline_passed,
                            kp_wait_init, KP_WAIT_TIMEDOUT, KP_BACKEND_NAME)
 from kpark.c_sched cimport (kp_pin_self, kp_name_self, kp_block_async_signals,
                             kp_current_get, kp_current_set)
-from kpark.waiting cimport (deadline_from_timeout, wait_step, note_main_thread,
+from kpark.waiting cimport (check_timeout, deadline_from_timeout, wait_step, note_main_thread,
                             configure_spins, kp_spin_budget, kp_spin_while_equal,
                             kp_gil_released, kp_before_gil, kp_gil_epoch,
                             kp_this_cpu)
@@ -261,6 +261,8 @@ cdef class KCore:
         the request and returns; the thread parks at its next parkme().
         """
         cdef uint32_t v, seen
+        if timeout is not None:
+            check_timeout(timeout)
         if kp_current_get() == <void *>self:
             kp_fetch_or32(&self.word, SHOULD_PARK, KP_RELEASE)
             return
@@ -297,6 +299,8 @@ cdef class KCore:
         TimeoutError after `timeout` seconds (the stop request stays).
         """
         cdef uint32_t seen
+        if timeout is not None:
+            check_timeout(timeout)
         self.request_stop()
         if not self._wait_or_raise(EXITED, 0, timeout, &seen):
             raise TimeoutError(f"thread did not exit within {timeout} seconds")

@@ -129,6 +129,7 @@ class _AffinityWatcher:
                 self._on_error(exc)
 
     def stop(self) -> None:
+        """Stop watching and wait for the watcher thread to exit (not from itself)."""
         self.thread.stop()
 
 
@@ -456,6 +457,7 @@ class PerCPUThreads:
             return
         interval = _check_interval(interval)
         self._check_caller("follow_affinity")
+        self._check_open()
         self._sync_affinity()
         self._watcher = _AffinityWatcher(self._sync_affinity, interval,
                                          "kpark-affinity", self._watch_error)
@@ -509,9 +511,11 @@ class PerCPUThreads:
         raise first
 
     def __enter__(self) -> "PerCPUThreads":
+        """Return the pool itself (the threads already run)."""
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """close() the pool; its recorded callback errors propagate."""
         self.close()
 
     def __repr__(self) -> str:

@@ -134,6 +134,16 @@ cdef inline void note_main_thread(unsigned long ident) noexcept:
     kp_main_thread_ident = ident
 
 
+cdef inline int check_timeout(object timeout) except -1:
+    """ValueError for a negative or NaN timeout, even where no wait follows."""
+    cdef double seconds
+    if timeout is not None:
+        seconds = timeout
+        if isnan(seconds) or seconds < 0:
+            raise ValueError(f"timeout must be a non-negative number, got {timeout!r}")
+    return 0
+
+
 cdef inline bint deadline_from_timeout(object timeout, timespec *out) except -1:
     """Turn a timeout in seconds into an absolute CLOCK_MONOTONIC deadline.
 

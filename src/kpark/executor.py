@@ -1,0 +1,517 @@
+"""kpark.PerCPUExecutor: a concurrent.futures executor on per-CPU hotplug threads.
+
+One PerCPUThreads worker per CPU, each with two deques: `pinned` (tasks from
+submit_on, which only that worker runs) and `shared` (unpinned tasks, which
+an idle worker may steal and which move to other CPUs when their CPU goes
+offline).  The hot path is lock-free: submit appends to a deque and calls
+KThread.wake(), which costs a system call only if the worker sleeps.
+
+Why nothing is lost without a lock on submit: every move of a task is a
+deque popleft() (atomic: each task is taken by exactly one thread), and
+every producer re-checks after appending.  submit re-checks that the CPU it
+appended to is still online (else it moves that CPU's unpinned tasks on
+itself) and that the executor is not shutting down (else it cancels its own
+future, which fails only if a worker already took it).  offline() marks a
+CPU offline before parking it and moves its unpinned tasks after, so any
+task appended in between is moved by one of the two.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from collections import deque
+from concurrent.futures import Executor, Future
+from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional,
+                    Tuple, TypeVar)
+
+from kpark._kcore import current, should_park, should_stop
+from kpark.percpu import (CPUs, PerCPUThreads, _AffinityWatcher, _check_interval,
+                          _normalize_cpus, available_cpus)
+
+if TYPE_CHECKING:
+    from typing import ParamSpec
+    _P = ParamSpec("_P")
+
+__all__ = ["PerCPUExecutor"]
+
+_T = TypeVar("_T")
+_Item = Tuple["Future[Any]", Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
+
+#: Seconds between re-checks while shutdown waits for the queues to drain;
+#: workers signal every transition to idle, so this is only a safety net.
+_DRAIN_RECHECK = 0.5
+
+
+class _Queue:
+    """One CPU's queues and state."""
+    __slots__ = ("cpu", "pinned", "shared", "online", "thread", "idle", "listed")
+
+    def __init__(self, cpu: int) -> None:
+        self.cpu = cpu
+        self.pinned: Deque[_Item] = deque()
+        self.shared: Deque[_Item] = deque()
+        self.online = True
+        self.thread: Any = None  # the KThread, set once the pool exists
+        self.idle = False        # the worker is (about to be) asleep
+        self.listed = False      # the queue is on the executor's idle list
+
+
+class _Workers(PerCPUThreads):
+    """The executor's PerCPUThreads: reports threads that parked themselves."""
+
+    def __init__(self, executor: "PerCPUExecutor", cpus: List[int], comm: str) -> None:
+        self._executor_ref = weakref.ref(executor)
+        super().__init__(executor._thread_fn, executor._should_run,
+                         thread_comm=comm, cpus=cpus)
+
+    def _self_offlined(self, cpu: int) -> None:
+        ex = self._executor_ref()
+        if ex is not None:
+            ex._lost_cpu(cpu)
+
+
+_live: "weakref.WeakSet[PerCPUExecutor]" = weakref.WeakSet()
+
+
+class PerCPUExecutor(Executor):
+    """A concurrent.futures.Executor with one pinned worker per CPU.
+
+    Workers park when their CPU is taken offline and unpark when it comes
+    back; queued work moves or waits, it is never lost.  Idle workers sleep
+    in schedule() and burn no CPU.
+    """
+
+    def __init__(self, cpus: Optional[CPUs] = None, *,
+                 thread_name_prefix: str = "kpark-exec") -> None:
+        """Start one worker per CPU in `cpus` (default: this thread's affinity).
+
+        Workers are named `thread_name_prefix/<cpu>`.  ValueError for a CPU
+        this process may not use.
+        """
+        if not isinstance(thread_name_prefix, str):
+            raise TypeError("thread_name_prefix must be a str, got "
+                            f"{type(thread_name_prefix).__name__}")
+        cpu_list = _normalize_cpus(cpus)
+        self._queues: Dict[int, _Queue] = {c: _Queue(c) for c in cpu_list}
+        self._all: Tuple[_Queue, ...] = tuple(self._queues[c] for c in cpu_list)
+        self._online_q: Tuple[_Queue, ...] = self._all
+        self._idle: Deque[_Queue] = deque()
+        self._orphans: Deque[_Item] = deque()  # unpinned work while no CPU is online
+        self._rr = itertools.count()
+        self._shutdown = False
+        self._finished = False
+        self._lock = threading.Lock()           # hotplug, drain and close
+        self._shutdown_lock = threading.Lock()  # the flag and the reaper
+        self._finish_lock = threading.Lock()
+        self._drained = threading.Event()
+        self._reaper: Optional[threading.Thread] = None
+        self._auto_offline: set[int] = set()
+        self._watcher: Optional[_AffinityWatcher] = None
+        comm = thread_name_prefix.replace("%", "%%") + "/%u"
+        self._pool = _Workers(self, cpu_list, comm)
+        for q in self._all:
+            q.thread = self._pool.thread(q.cpu)
+        _live.add(self)
+
+    # -- submitting (hot path) ------------------------------------------------
+
+    def submit(self, fn: "Callable[_P, _T]", /, *args: "_P.args",
+               **kwargs: "_P.kwargs") -> "Future[_T]":
+        """Schedule fn(*args, **kwargs) on an online worker; return its Future.
+
+        Any thread, never blocks.  Goes to an idle worker if there is one,
+        else round robin over online CPUs.  RuntimeError after shutdown().
+        """
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        f: Future[_T] = Future()
+        item: _Item = (f, fn, args, kwargs)
+        q = self._pick()
+        if q is None:
+            self._orphan(item)
+        else:
+            q.shared.append(item)
+            q.thread.wake()
+            if not q.online:  # went offline meanwhile: move its work on
+                self._rescue(q)
+        if self._shutdown and f.cancel():
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        return f
+
+    def submit_on(self, cpu: int, fn: "Callable[_P, _T]", /, *args: "_P.args",
+                  **kwargs: "_P.kwargs") -> "Future[_T]":
+        """Schedule fn(*args, **kwargs) on `cpu`'s worker only; return its Future.
+
+        Any thread, never blocks.  If `cpu` is offline the task waits until
+        it comes back online (or shutdown brings it back).  ValueError for a
+        CPU not in the executor; RuntimeError after shutdown().
+        """
+        try:
+            q = self._queues[cpu]
+        except (KeyError, TypeError):
+            q = None
+        if q is None or isinstance(cpu, bool):
+            self._pool.thread(cpu)  # raises the ValueError/TypeError
+            raise AssertionError("unreachable")  # pragma: no cover
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        f: Future[_T] = Future()
+        q.pinned.append((f, fn, args, kwargs))
+        q.thread.wake()
+        if self._shutdown and f.cancel():
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        return f
+
+    def _pick(self) -> Optional[_Queue]:
+        idle = self._idle
+        while idle:
+            try:
+                q = idle.pop()  # most recently idle first: its cache is warm
+            except IndexError:
+                break
+            q.listed = False
+            if q.idle and q.online:
+                return q
+        online = self._online_q
+        if online:
+            return online[next(self._rr) % len(online)]
+        return None
+
+    def _push(self, q: _Queue, item: _Item) -> None:
+        q.shared.append(item)
+        q.thread.wake()
+        if not q.online:
+            self._rescue(q)
+
+    def _rescue(self, q: _Queue) -> None:
+        """Move `q`'s unpinned tasks to online CPUs (to orphans if none)."""
+        shared = q.shared
+        while True:
+            try:
+                item = shared.popleft()
+            except IndexError:
+                return
+            online = self._online_q
+            if online:
+                self._push(online[next(self._rr) % len(online)], item)
+            else:
+                self._orphan(item)
+
+    def _orphan(self, item: _Item) -> None:
+        self._orphans.append(item)
+        # online() publishes _online_q before it flushes the orphans, so one
+        # of us sees the other.
+        if self._online_q:
+            self._flush_orphans()
+
+    def _flush_orphans(self) -> None:
+        orphans = self._orphans
+        while orphans:
+            online = self._online_q
+            if not online:
+                return
+            try:
+                item = orphans.popleft()
+            except IndexError:
+                return
+            self._push(online[next(self._rr) % len(online)], item)
+
+    # -- the workers (PerCPUThreads callbacks, in the CPU's thread) ----------
+
+    def _should_run(self, cpu: int) -> bool:
+        q = self._queues[cpu]
+        if q.pinned or q.shared:
+            return True
+        for v in self._all:
+            if v.shared:
+                return True  # something to steal
+        # Going to sleep.  Anyone who queues work for us after the checks
+        # above also wakes us, and schedule() keeps that wake.
+        q.idle = True
+        if not q.listed:
+            q.listed = True
+            self._idle.append(q)
+        if self._shutdown:
+            self._drained.set()
+        return False
+
+    def _thread_fn(self, cpu: int) -> None:
+        q = self._queues[cpu]
+        q.idle = False
+        pinned = q.pinned
+        shared = q.shared
+        while True:
+            item: Optional[_Item] = None
+            if pinned:
+                try:
+                    item = pinned.popleft()
+                except IndexError:  # cancel_futures emptied it meanwhile
+                    pass
+            if item is None:
+                try:
+                    item = shared.popleft()
+                except IndexError:
+                    item = self._steal(q)
+                    if item is None:
+                        return
+            f, fn, args, kwargs = item
+            del item
+            if f.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    f.set_exception(exc)
+                    del exc  # no frame cycle through the traceback
+                else:
+                    f.set_result(result)
+                    del result
+            del f, fn, args, kwargs
+            # Back to the smpboot loop between tasks when parked or stopped:
+            # offline() lets the running task finish, then the worker parks.
+            if should_park() or should_stop():
+                return
+
+    def _steal(self, thief: _Queue) -> Optional[_Item]:
+        for v in self._all:
+            if v is not thief and v.shared:
+                try:
+                    return v.shared.popleft()
+                except IndexError:
+                    continue
+        return None
+
+    def _lost_cpu(self, cpu: int) -> None:
+        # A worker could not re-pin itself after unpark and parked again.
+        q = self._queues[cpu]
+        self._online_q = tuple(v for v in self._all if v.online and v is not q)
+        q.online = False
+        self._rescue(q)
+
+    # -- hotplug --------------------------------------------------------------
+
+    @property
+    def cpus(self) -> Tuple[int, ...]:
+        """The executor's CPUs, ascending (online or not)."""
+        return self._pool.cpus
+
+    @property
+    def online_cpus(self) -> frozenset[int]:
+        """The CPUs whose workers take tasks now; empty once shut down."""
+        if self._finished:
+            return frozenset()
+        return frozenset(q.cpu for q in self._online_q)
+
+    @property
+    def threads(self) -> PerCPUThreads:
+        """The underlying PerCPUThreads (for inspection: thread(cpu), errors)."""
+        return self._pool
+
+    def offline(self, cpus: CPUs, *, force: bool = False) -> None:
+        """Park the workers of `cpus` (one CPU or an iterable); return once parked.
+
+        Any thread but the executor's workers.  Running tasks finish first;
+        queued unpinned tasks move to online CPUs; pinned ones wait.
+        RuntimeError if no CPU would stay online while unpinned work could be
+        stranded (always, before shutdown), unless `force`; RuntimeError
+        after shutdown completed.  Offline CPUs are skipped.
+        """
+        targets = self._pool._cpu_list(cpus)
+        self._pool._check_caller("offline")
+        with self._lock:
+            self._check_running()
+            self._auto_offline.difference_update(targets)
+            self._offline_locked(targets, force)
+        self._pool._report()
+
+    def online(self, cpus: CPUs) -> None:
+        """Unpark the workers of `cpus` (one CPU or an iterable).
+
+        Any thread but the executor's workers; never waits for the workers.
+        Online CPUs are skipped.  RuntimeError after shutdown completed.
+        """
+        targets = self._pool._cpu_list(cpus)
+        self._pool._check_caller("online")
+        with self._lock:
+            self._check_running()
+            self._auto_offline.difference_update(targets)
+            self._online_locked(targets)
+        self._pool._report()
+
+    def _check_running(self) -> None:
+        if self._finished:
+            raise RuntimeError("the executor has been shut down")
+
+    def _could_strand(self) -> bool:
+        if not self._shutdown:
+            return True  # a later submit() would have nowhere to run
+        return bool(self._orphans) or any(q.shared for q in self._all)
+
+    def _offline_locked(self, targets: List[int], force: bool) -> None:
+        qs = [self._queues[c] for c in targets if self._queues[c].online]
+        if not qs:
+            return
+        remaining = tuple(q for q in self._online_q if q not in qs)
+        if not remaining and not force and self._could_strand():
+            raise RuntimeError(
+                f"offlining CPUs {[q.cpu for q in qs]} would leave no CPU online "
+                "for unpinned tasks; pass force=True to do it anyway")
+        # _online_q first: whoever sees q.online False also sees the new tuple.
+        self._online_q = remaining
+        for q in qs:
+            q.online = False
+        try:
+            self._pool_hotplug([q.cpu for q in qs], up=False)
+        finally:
+            for q in qs:
+                self._rescue(q)
+
+    def _pool_hotplug(self, cpus: List[int], up: bool) -> None:
+        # Lock order: the executor's _lock, then the pool's.
+        with self._pool._lock:
+            self._pool._check_open()
+            self._pool._hotplug_locked(cpus, up)
+
+    def _online_locked(self, targets: List[int]) -> None:
+        qs = [self._queues[c] for c in targets if not self._queues[c].online]
+        if not qs:
+            return
+        self._pool_hotplug([q.cpu for q in qs], up=True)
+        for q in qs:
+            q.online = True
+        self._online_q = tuple(q for q in self._all if q.online)
+        self._flush_orphans()
+
+    # -- following the machine's CPUs ----------------------------------------
+
+    def follow_affinity(self, interval: Optional[float] = 1.0) -> None:
+        """Offline/online workers as the process's allowed and online CPUs change.
+
+        Any thread but the workers.  Syncs once now, then every `interval`
+        seconds in a watcher thread; `None` stops watching.  Only CPUs the
+        watcher took offline are brought back; the last online CPU is kept
+        (never forced offline) while unpinned work could be stranded.
+        """
+        self._stop_watcher()
+        if interval is None:
+            return
+        interval = _check_interval(interval)
+        self._pool._check_caller("follow_affinity")
+        if self._shutdown:
+            raise RuntimeError("the executor has been shut down")
+        self._sync_affinity()
+        self._watcher = _AffinityWatcher(self._sync_affinity, interval,
+                                         "kpark-affinity", self._pool._watch_error)
+
+    def _stop_watcher(self) -> None:
+        w, self._watcher = self._watcher, None
+        if w is not None and w.thread is not current():
+            w.stop()
+
+    def _sync_affinity(self) -> None:
+        avail = available_cpus()
+        with self._lock:
+            if self._shutdown:
+                return
+            back = sorted(self._auto_offline & avail)
+            self._online_locked(back)
+            self._auto_offline.difference_update(back)
+            online = [q.cpu for q in self._online_q]
+            drop = [c for c in online if c not in avail]
+            if drop and len(drop) == len(online) and self._could_strand():
+                drop.pop(0)  # keep the lowest: tasks need somewhere to run
+            self._offline_locked(drop, force=False)
+            self._auto_offline.update(drop)
+
+    # -- shutdown -------------------------------------------------------------
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking tasks; run (or, with cancel_futures, cancel) queued ones.
+
+        Any thread; with wait=True not from a worker (RuntimeError).  With
+        wait=True returns once every queued task has run (offline CPUs with
+        pinned work are brought online for it) and the workers have exited;
+        with wait=False the same happens in the background.  Idempotent.
+        """
+        if wait and self._pool._is_own_thread():
+            raise RuntimeError("shutdown(wait=True) cannot be called from one of "
+                               "the executor's workers; use wait=False")
+        with self._shutdown_lock:
+            self._shutdown = True
+            if cancel_futures:
+                self._cancel_queued()
+            if not wait and self._reaper is None and not self._finished:
+                self._reaper = threading.Thread(target=self._finish, daemon=True,
+                                                name="kpark-exec-shutdown")
+                self._reaper.start()
+        if wait:
+            self._finish()
+
+    def _finish(self) -> None:
+        with self._finish_lock:
+            if self._finished:
+                return
+            # Before _lock: the watcher may be waiting for it.
+            self._stop_watcher()
+            with self._lock:
+                try:
+                    self._drain()
+                    self._pool.close()
+                finally:
+                    self._finished = True
+                    # Only tasks that raced with shutdown() can be left here.
+                    self._cancel_queued()
+                    _live.discard(self)
+
+    def _drain(self) -> None:
+        """Run every queued task; hold _lock.  Returns once all queues are empty.
+
+        Tasks taken off a queue but still running are finished by the pool's
+        close(), which waits for each worker's current task.
+        """
+        while True:
+            need = {q.cpu for q in self._all if q.pinned and not q.online}
+            if not self._online_q and (self._orphans or any(q.shared for q in self._all)):
+                need.add(self._all[0].cpu)
+            if need:
+                self._online_locked(sorted(need))
+            self._flush_orphans()
+            for q in self._all:
+                if q.shared and not q.online:
+                    self._rescue(q)
+            self._drained.clear()
+            if not self._orphans and not any(q.pinned or q.shared for q in self._all):
+                return
+            # Set by every worker that finds nothing left to do.
+            self._drained.wait(_DRAIN_RECHECK)
+
+    def _cancel_queued(self) -> None:
+        queues: List[Deque[_Item]] = [self._orphans]
+        for q in self._all:
+            queues.append(q.pinned)
+            queues.append(q.shared)
+        for dq in queues:
+            while True:
+                try:
+                    item = dq.popleft()
+                except IndexError:
+                    break
+                item[0].cancel()
+
+    def __repr__(self) -> str:
+        state = ("shut down" if self._finished else "shutting down" if self._shutdown
+                 else f"online={sorted(q.cpu for q in self._online_q)}")
+        return f"<PerCPUExecutor cpus={list(self.cpus)} {state}>"
+
+
+def _drain_at_exit() -> None:
+    # Like concurrent.futures.thread: queued work runs before the interpreter
+    # exits.  Registered after kpark.thread's handler, so it runs before it.
+    for ex in list(_live):
+        try:
+            ex.shutdown(wait=True)
+        except BaseException:
+            pass
+
+
+threading._register_atexit(_drain_at_exit)  # type: ignore[attr-defined]
