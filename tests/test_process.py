@@ -31,6 +31,9 @@ import pytest
 
 import kpark
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "scripts"))
+from proc_state import main_asleep  # noqa: E402
+
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts")
 
 #: Semantics 14: KeyboardInterrupt within this many seconds of the SIGINT.
@@ -65,40 +68,6 @@ def result_of(out: str) -> dict:
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
     raise AssertionError(f"no RESULT line in the child's output:\n{out}")
-
-
-def main_asleep(pid: int, settle: float = 0.02, limit: float = 10.0) -> bool:
-    """True once the main thread of `pid` has been asleep ('S') in one and the
-    same system call (/proc/<pid>/task/<pid>/syscall, when readable) for
-    `settle` seconds; False after `limit` seconds.  (Same as in
-    scripts/sigint_child.py.)  The settle time tells a real blocking wait from
-    a moment spent waiting for the GIL."""
-    task = f"/proc/{pid}/task/{pid}/"
-    deadline = time.monotonic() + limit
-    last = None
-    since = 0.0
-    while time.monotonic() < deadline:
-        try:
-            with open(task + "stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            return False
-        try:
-            with open(task + "syscall", "rb") as f:
-                call = f.read().strip()
-        except OSError:
-            call = b"?"
-        now = time.monotonic()
-        key = (state, call)
-        if state == b"S" and not call.startswith(b"running"):
-            if key != last:
-                last, since = key, now
-            elif now - since >= settle:
-                return True
-        else:
-            last = None
-        time.sleep(0.001)
-    return False
 
 
 class Child:

@@ -39,6 +39,8 @@ import threading
 import time
 import traceback
 
+from proc_state import main_asleep  # this script's own folder
+
 import kpark
 
 CALL, SENDER, TIMED, REPS = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -51,38 +53,6 @@ DEADLINE = 10.0   # for states that must eventually hold
 
 def say(*words: object) -> None:
     print(*words, flush=True)
-
-
-def main_asleep(pid: int, settle: float = 0.02, limit: float = 10.0) -> bool:
-    """True once the main thread of `pid` has been asleep ('S') in one and the
-    same system call (/proc/<pid>/task/<pid>/syscall, when readable) for
-    `settle` seconds; False after `limit` seconds."""
-    task = f"/proc/{pid}/task/{pid}/"
-    deadline = time.monotonic() + limit
-    last = None
-    since = 0.0
-    while time.monotonic() < deadline:
-        try:
-            with open(task + "stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            return False
-        try:
-            with open(task + "syscall", "rb") as f:
-                call = f.read().strip()
-        except OSError:
-            call = b"?"
-        now = time.monotonic()
-        key = (state, call)
-        if state == b"S" and not call.startswith(b"running"):
-            if key != last:
-                last, since = key, now
-            elif now - since >= settle:
-                return True
-        else:
-            last = None
-        time.sleep(0.001)
-    return False
 
 
 def wait_until(pred, what: str) -> None:
