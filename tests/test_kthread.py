@@ -53,8 +53,6 @@ class Agent:
         while not should_stop():
             if self.auto_park:
                 parkme()
-                if should_stop():    # stop() released the park loop: no token
-                    break
             while self.cmds:
                 fn, res = self.cmds.popleft()
                 try:
@@ -532,8 +530,6 @@ def test_sem09_unpark_repins_per_cpu_thread_before_user_code(two_cpus):
         while not should_stop():
             parkme()
             seen.append(os.sched_getaffinity(0))      # first code after parkme()
-            if should_stop():
-                break
             schedule()
 
     k = create_on_cpu(fn, None, home)
@@ -648,6 +644,39 @@ def test_sem10_stop_before_wake_never_enters_threadfn():
     assert k.wake() is False
     assert not entered.wait(QUIET), "threadfn entered after stop()"
     assert k.stop() is None
+
+
+@pytest.mark.timeout(30)
+def test_sem10_stop_of_parked_never_started_thread_never_enters_threadfn():
+    # park() before the first wake, then stop(): the park loop is left for
+    # the exit, never for threadfn.
+    entered = threading.Event()
+    k = KThread(lambda d: entered.set() or "ran")
+    k.park(timeout=10)
+    assert k.is_parked and not k.started
+    assert k.stop(timeout=10) is None
+    assert not k.started and not k.is_alive()
+    assert not entered.is_set(), "threadfn was entered after stop()"
+    assert k.stop() is None
+
+
+@pytest.mark.timeout(30)
+def test_sem10_schedule_never_sleeps_after_stop_released_park_loop():
+    # stop() of a parked thread releases the park loop (no token is left
+    # there); a loop that goes parkme() -> schedule() must still exit.
+    def fn(_):
+        schedule()                          # park() wakes us
+        parkme()                            # stop() releases us
+        t0 = time.monotonic()
+        r = [schedule(), schedule(20), schedule(0)]
+        return r, time.monotonic() - t0
+
+    k = KThread(fn)
+    k.start()
+    k.park(timeout=10)
+    r, elapsed = k.stop(timeout=15)
+    assert r == [True, True, True], "schedule() after stop() must return True"
+    assert elapsed < 10, f"schedule() slept {elapsed:.1f} s although stop() was called"
 
 
 @pytest.mark.timeout(60)
@@ -1016,8 +1045,6 @@ def test_sem13_enumerate_ident_native_id():
         inside["enumerated"] = threading.current_thread() in threading.enumerate()
         while not should_stop():
             parkme()
-            if should_stop():
-                break
             schedule()
         return "ok"
 
