@@ -54,7 +54,10 @@ static inline void kp_block_async_signals(void)
 
 /* The KThread the calling OS thread runs (a borrowed reference: the thread
  * holds its KThread for as long as it runs), or NULL. */
-static __thread void *kp_current_thread = NULL;
+/* initial-exec: a fixed offset from the thread pointer, no __tls_get_addr()
+ * call, and no dynamic TLS block for glibc to free at thread exit (which
+ * ThreadSanitizer reported as a race it cannot see through). */
+static __thread void *kp_current_thread __attribute__((tls_model("initial-exec"))) = NULL;
 
 static inline void *kp_current_get(void) { return kp_current_thread; }
 static inline void kp_current_set(void *k) { kp_current_thread = k; }
