@@ -10,6 +10,10 @@
  *
  * run: spin -run -DSAFETY -DCOLLAPSE -m1000000 kthread.pml
  */
+#ifndef NCTL
 #define NCTL 2
+#endif
+#ifndef NOPS
 #define NOPS 2
+#endif
 #include "harness.pmh"

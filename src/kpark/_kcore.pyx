@@ -42,6 +42,10 @@ wrote before wake()/unpark()/stop() is visible to the woken thread, which
 reads the word with ACQUIRE.  The thread's own CASes (STARTED, EXITED,
 PARKED) use RELEASE too, publishing the result of threadfn and its state to
 controllers, which read with ACQUIRE.  Failed CASes only retry: RELAXED.
+
+Model: verify/kthread*.pml (SPIN, docs/verification.md) mirror this file step
+by step; each model step names the line it mirrors (":NNN").  After editing
+here: python3 verify/check_refs.py --fix, then verify/run_spin.sh.
 """
 from libc.stdint cimport uint32_t
 from libc.errno cimport EINVAL
@@ -129,6 +133,7 @@ cdef class KCore:
 
     # ---- waiting (controllers) ---------------------------------------------
 
+    # Model: verify/controller.pmh wait_until
     cdef int _wait_until(self, uint32_t any_set, uint32_t any_clear,
                          const timespec *deadline, uint32_t *seen) except -1 nogil:
         """Sleep until a bit of `any_set` is set or one of `any_clear` is clear.
@@ -177,6 +182,7 @@ cdef class KCore:
         # A bound thread runs on its CPU; else where it was last seen.
         return (v >> CPU_SHIFT) if (v >> CPU_SHIFT) else kp_load32(&self.thread_cpu, KP_RELAXED)
 
+    # Model: verify/harness.pmh init
     def wait_booted(self):
         """Constructor only: return once the new thread sits in its first sleep."""
         cdef uint32_t seen
@@ -184,6 +190,7 @@ cdef class KCore:
 
     # ---- controllers' verbs -------------------------------------------------
 
+    # Model: verify/controller.pmh ctl_wake (mutant: kthread_ltl_mutant_lost_wake.pml)
     def wake(self):
         """wake_up_process: wake the thread from schedule() or its first sleep.
 
@@ -212,6 +219,7 @@ cdef class KCore:
         _wake_if(&self.word, woke or (v & WAITERS))
         return woke
 
+    # Model: verify/controller.pmh request (mutant: kthread_mutant_clear_after_wake.pml)
     cdef bint _request(self, uint32_t set_bits, uint32_t clear_bits,
                        uint32_t require=0) noexcept nogil:
         """Set/clear request bits and wake the thread out of schedule() or its
@@ -248,6 +256,7 @@ cdef class KCore:
         _wake_if(&self.word, wake or (v & WAITERS))
         return True
 
+    # Model: verify/controller.pmh ctl_park; from the thread itself: thread.pmh threadfn
     def park(self, timeout=None):
         """kthread_park: ask the thread to park and wait until it is parked.
 
@@ -278,6 +287,7 @@ cdef class KCore:
         if (seen & (PARKED | EXITED)) == EXITED:
             raise ThreadExitedError("the thread exited instead of parking")
 
+    # Model: verify/controller.pmh ctl_unpark
     def unpark(self):
         """kthread_unpark: release a parked thread or withdraw a park request.
 
@@ -287,12 +297,14 @@ cdef class KCore:
         """
         self._request(0, SHOULD_PARK | PARKED, SHOULD_PARK | PARKED)
 
+    # Model: verify/controller.pmh ctl_stop
     def request_stop(self):
         """Set should_stop, withdraw parking and wake the thread; no waiting."""
         if kp_current_get() == <void *>self:
             raise RuntimeError("stop() cannot be called by the thread on itself")
         self._request(SHOULD_STOP, SHOULD_PARK | PARKED)
 
+    # Model: verify/controller.pmh ctl_stop
     def stop(self, timeout=None):
         """kthread_stop: request_stop(), then wait until the thread exited.
 
@@ -328,6 +340,7 @@ cdef class KCore:
         raise RuntimeError("the thread was parked before threadfn was entered; "
                            "unpark() it to start threadfn")
 
+    # Model: verify/harness.pmh init (create_on_cpu); kthread_percpu.pml
     def bind(self, int cpu, bint per_cpu=False):
         """kthread_bind: record the thread's CPU (callers validate `cpu`).
 
@@ -399,6 +412,7 @@ cdef class KCore:
 
     # ---- the thread's own side ----------------------------------------------
 
+    # Model: verify/thread.pmh publish
     cdef void _publish(self, uint32_t set_bits) noexcept nogil:
         """Set status bits (RELEASE: publishes what the thread wrote before)."""
         cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)
@@ -408,6 +422,7 @@ cdef class KCore:
             pass
         _wake_if(&self.word, v & WAITERS)
 
+    # Model: verify/thread.pmh first_sleep
     cdef void _first_sleep(self) noexcept nogil:
         """Sleep until the first wake (WOKEN) or a stop (SHOULD_STOP)."""
         cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
@@ -423,6 +438,7 @@ cdef class KCore:
             kp_wait(&self.word, v, NULL, 0)
             v = kp_load32(&self.word, KP_ACQUIRE)
 
+    # Model: verify/thread.pmh park_loop (mutants: kthread_mutant_no_two_phase.pml, kthread_percpu_mutant_no_rebind.pml)
     cdef int _park_loop(self) noexcept nogil:
         """The park loop: sleep while SHOULD_PARK && !SHOULD_STOP.
 
@@ -431,6 +447,7 @@ cdef class KCore:
         """
         cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
         cdef uint32_t n
+        cdef int err
         cdef bint parked = False
         kp_store32(&self.thread_cpu, kp_this_cpu(), KP_RELAXED)
         while (v & SHOULD_PARK) and not (v & SHOULD_STOP):
@@ -450,9 +467,13 @@ cdef class KCore:
                 kp_wait(&self.word, v, NULL, 0)
                 v = kp_load32(&self.word, KP_ACQUIRE)
         if parked and (v & PER_CPU) and _cpu_of(v) >= 0:
-            return kp_pin_self(_cpu_of(v))
+            err = kp_pin_self(_cpu_of(v))
+            # Leaving for stop(): pin if we can (cleanup code runs on its
+            # CPU), but a CPU that went away must not make stop() fail.
+            return 0 if (v & SHOULD_STOP) else err
         return 0
 
+    # Model: verify/thread.pmh enter (mutant: kthread_mutant_enter_after_stop.pml)
     cdef bint _enter(self) noexcept nogil:
         """Mark threadfn entered, unless a stop came first (then False)."""
         cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)
@@ -464,6 +485,7 @@ cdef class KCore:
         _wake_if(&self.word, v & WAITERS)
         return True
 
+    # Model: verify/thread.pmh parkme
     cdef int parkme(self) except -1:
         cdef int err
         cdef uint32_t epoch
@@ -478,6 +500,7 @@ cdef class KCore:
                                f"{_os.strerror(err)}")
         return 0
 
+    # Model: verify/thread.pmh schedule (mutant: kthread_mutant_schedule_after_stop.pml)
     cdef int schedule(self, const timespec *deadline) except -1:
         cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
         cdef int woken
@@ -498,6 +521,7 @@ cdef class KCore:
                 kp_before_gil(epoch, kp_load32(&self.waker_cpu, KP_RELAXED))
         return woken
 
+    # Model: verify/thread.pmh schedule
     cdef int _sleep(self, const timespec *deadline) noexcept nogil:
         """schedule() without the GIL: 1 if woken, 0 on timeout."""
         cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
@@ -536,6 +560,7 @@ cdef class KCore:
                         return 0
                 return 1
 
+    # Model: verify/thread.pmh proctype Worker
     def run(self, owner, threadfn, data, bytes comm):
         """The body of the KThread's OS thread (called by KThread.run)."""
         cdef uint32_t v
