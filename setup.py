@@ -20,7 +20,7 @@ extensions = [
     Extension(f"kpark.{name}", [f"src/kpark/{name}.pyx"], include_dirs=["src/kpark"],
               define_macros=macros, extra_compile_args=extra, extra_link_args=link_extra,
               libraries=["pthread"])
-    for name in ("_flags", "_completion", "_kcore")
+    for name in ("_flags", "_completion", "_kcore", "_limit")
 ]
 
 setup(ext_modules=cythonize(extensions, include_path=["src"],

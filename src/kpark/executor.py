@@ -14,6 +14,11 @@ itself) and that the executor is not shutting down (else it cancels its own
 future, which fails only if a worker already took it).  offline() marks a
 CPU offline before parking it and moves its unpinned tasks after, so any
 task appended in between is moved by one of the two.
+
+Futures are _Future: a concurrent.futures.Future with no Condition until
+someone asks for one, whose result() waits on a kpark.Completion (a spin,
+then a futex) instead of a lock.  map() submits its items in chunks.  Both
+exist for speed (issue 4, docs/performance.md).
 """
 from __future__ import annotations
 
@@ -22,9 +27,12 @@ import threading
 import weakref
 from collections import deque
 from concurrent.futures import Executor, Future
-from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional,
-                    Tuple, TypeVar)
+from concurrent.futures import _base
+from time import monotonic as _monotonic
+from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator,
+                    List, Optional, Tuple, TypeVar)
 
+from kpark._completion import Completion
 from kpark._kcore import current, should_park, should_stop
 from kpark.percpu import (CPUs, PerCPUThreads, _AffinityWatcher, _check_interval,
                           _normalize_cpus, available_cpus)
@@ -41,6 +49,172 @@ _Item = Tuple["Future[Any]", Callable[..., Any], Tuple[Any, ...], Dict[str, Any]
 #: Seconds between re-checks while shutdown waits for the queues to drain;
 #: workers signal every transition to idle, so this is only a safety net.
 _DRAIN_RECHECK = 0.5
+
+
+_PENDING = _base.PENDING
+_RUNNING = _base.RUNNING
+_CANCELLED = _base.CANCELLED
+_CANCELLED_AND_NOTIFIED = _base.CANCELLED_AND_NOTIFIED
+_FINISHED = _base.FINISHED
+_CANCELLED_STATES = (_CANCELLED, _CANCELLED_AND_NOTIFIED)
+_DONE_STATES = (_CANCELLED, _CANCELLED_AND_NOTIFIED, _FINISHED)
+_LOGGER = _base.LOGGER
+_RLock = threading.RLock
+
+
+class _Future(Future):  # type: ignore[type-arg]
+    """A concurrent.futures.Future that is cheap to make and quick to wait on.
+
+    The stdlib Future builds a threading.Condition (Python code around an
+    RLock) in its constructor and blocks result() on it; that constructor
+    alone costs more than the rest of a submit.  This one keeps the RLock,
+    creates the Condition only when somebody asks for `_condition`
+    (concurrent.futures.wait()/as_completed() and the base class's own
+    methods do), and blocks result()/exception() on a kpark.Completion,
+    released with complete_all() by whatever makes the future done.
+
+    Every state change happens under the RLock, which is also the lock of
+    `_condition`: wait()/as_completed() hold it while they inspect `_state`
+    and install their waiters, exactly as with the stdlib Future, so the
+    waiter protocol (`_waiters`, add_result/add_exception/add_cancelled) is
+    kept unchanged.
+    """
+
+    __slots__ = ("_lock", "_cond", "_done_event")
+
+    def __init__(self) -> None:  # no super().__init__(): it builds the Condition
+        self._lock = _RLock()
+        self._cond: Optional[threading.Condition] = None
+        self._done_event = Completion()
+        self._state = _PENDING
+        self._result: Any = None
+        self._exception: Optional[BaseException] = None
+        self._waiters: List[Any] = []
+        self._done_callbacks: List[Callable[[Future[Any]], object]] = []
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        cond = self._cond
+        if cond is None:
+            with self._lock:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition(self._lock)
+        return cond
+
+    def _finish(self) -> None:
+        # Under the lock: notify threads blocked in the base class's waits.
+        if self._cond is not None:
+            self._cond.notify_all()
+
+    def cancel(self) -> bool:
+        with self._lock:
+            if self._state in (_RUNNING, _FINISHED):
+                return False
+            if self._state in _CANCELLED_STATES:
+                return True
+            self._state = _CANCELLED
+            self._finish()
+        self._done_event.complete_all()
+        self._invoke_callbacks()  # type: ignore[attr-defined]  # the stdlib's
+        return True
+
+    def cancelled(self) -> bool:
+        return self._state in _CANCELLED_STATES
+
+    def running(self) -> bool:
+        return self._state == _RUNNING
+
+    def done(self) -> bool:
+        return self._state in _DONE_STATES
+
+    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
+        with self._lock:
+            if self._state not in _DONE_STATES:
+                self._done_callbacks.append(fn)
+                return
+        try:
+            fn(self)
+        except Exception:
+            _LOGGER.exception("exception calling callback for %r", self)
+
+    def _wait(self, timeout: Optional[float]) -> str:
+        """Block until done or `timeout` seconds passed; return the state."""
+        state = self._state
+        if state not in _DONE_STATES:
+            if timeout is not None and timeout < 0:
+                timeout = 0.0  # as threading.Condition.wait: no wait at all
+            self._done_event.wait(timeout)
+            with self._lock:  # pairs with the setter's: see what it wrote
+                state = self._state
+        return state
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        try:
+            state = self._wait(timeout)
+            if state == _FINISHED:
+                with self._lock:
+                    exc = self._exception
+                if not exc:  # as the stdlib: a falsy exception counts as none
+                    return self._result
+                try:
+                    raise exc
+                finally:
+                    exc = None  # no reference cycle through the traceback
+            if state in _CANCELLED_STATES:
+                raise _base.CancelledError()
+            raise _base.TimeoutError()
+        finally:
+            self = None  # type: ignore[assignment]  # as the stdlib: break cycles
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        state = self._wait(timeout)
+        if state == _FINISHED:
+            with self._lock:
+                return self._exception
+        if state in _CANCELLED_STATES:
+            raise _base.CancelledError()
+        raise _base.TimeoutError()
+
+    def set_running_or_notify_cancel(self) -> bool:
+        with self._lock:
+            state = self._state
+            if state == _PENDING:
+                self._state = _RUNNING
+                return True
+            if state == _CANCELLED:
+                self._state = _CANCELLED_AND_NOTIFIED
+                for waiter in self._waiters:
+                    waiter.add_cancelled(self)
+                return False
+            _LOGGER.critical("Future %s in unexpected state: %s", id(self), state)
+            raise RuntimeError("Future in unexpected state")
+
+    def set_result(self, result: Any) -> None:
+        with self._lock:
+            if self._state in _DONE_STATES:
+                raise _base.InvalidStateError(f"{self._state}: {self!r}")
+            self._result = result
+            self._state = _FINISHED
+            for waiter in self._waiters:
+                waiter.add_result(self)
+            self._finish()
+        self._done_event.complete_all()
+        if self._done_callbacks:
+            self._invoke_callbacks()  # type: ignore[attr-defined]  # the stdlib's
+
+    def set_exception(self, exception: Optional[BaseException]) -> None:
+        with self._lock:
+            if self._state in _DONE_STATES:
+                raise _base.InvalidStateError(f"{self._state}: {self!r}")
+            self._exception = exception
+            self._state = _FINISHED
+            for waiter in self._waiters:
+                waiter.add_exception(self)
+            self._finish()
+        self._done_event.complete_all()
+        if self._done_callbacks:
+            self._invoke_callbacks()  # type: ignore[attr-defined]  # the stdlib's
 
 
 class _Queue:
@@ -125,7 +299,7 @@ class PerCPUExecutor(Executor):
         """
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        f: Future[_T] = Future()
+        f: Future[_T] = _Future()
         item: _Item = (f, fn, args, kwargs)
         q = self._pick()
         if q is None:
@@ -156,12 +330,46 @@ class PerCPUExecutor(Executor):
             raise AssertionError("unreachable")  # pragma: no cover
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        f: Future[_T] = Future()
+        f: Future[_T] = _Future()
         q.pinned.append((f, fn, args, kwargs))
         q.thread.wake()
         if self._shutdown and f.cancel():
             raise RuntimeError("cannot schedule new futures after shutdown")
         return f
+
+    def map(self, fn: Callable[..., _T], *iterables: Iterable[Any],
+            timeout: Optional[float] = None, chunksize: Optional[int] = None,
+            **kwargs: Any) -> Iterator[_T]:
+        """Executor.map: fn over the zipped iterables, results in order.
+
+        Any thread.  Items are submitted in chunks: `chunksize` items per
+        task (None: about eight chunks per online worker, at most
+        _MAX_AUTO_CHUNK items each; 1: one task per item, as
+        ThreadPoolExecutor does).  Every item runs even if an earlier one of
+        its chunk raised; iterating raises the first exception in order,
+        like the stdlib.  Closing the iterator early cancels the chunks that
+        have not started.  TimeoutError if the results are not all there
+        `timeout` seconds after the call.  Other keywords (newer Pythons'
+        map options) go to Executor.map with one task per item.
+        """
+        if kwargs:
+            return super().map(fn, *iterables, timeout=timeout,
+                               chunksize=1 if chunksize is None else chunksize, **kwargs)
+        end_time = None if timeout is None else timeout + _monotonic()
+        items = list(zip(*iterables))
+        if chunksize is None:
+            workers = len(self._online_q) or len(self._all)
+            chunksize = max(1, min(_MAX_AUTO_CHUNK, len(items) // (workers * _CHUNKS_PER_WORKER)))
+        elif chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        submit = self.submit
+        if chunksize == 1:
+            fs: List[Future[Any]] = [submit(fn, *args) for args in items]
+        else:
+            fs = [submit(_run_chunk, fn, items[i:i + chunksize])
+                  for i in range(0, len(items), chunksize)]
+        del items
+        return _map_results(fs, chunksize > 1, end_time)
 
     def _pick(self) -> Optional[_Queue]:
         idle = self._idle
@@ -502,6 +710,68 @@ class PerCPUExecutor(Executor):
         state = ("shut down" if self._finished else "shutting down" if self._shutdown
                  else f"online={sorted(q.cpu for q in self._online_q)}")
         return f"<PerCPUExecutor cpus={list(self.cpus)} {state}>"
+
+
+#: map() without a chunksize: about this many chunks per online worker ...
+_CHUNKS_PER_WORKER = 8
+#: ... of at most this many items each.
+_MAX_AUTO_CHUNK = 256
+
+
+def _run_chunk(fn: Callable[..., Any], chunk: List[Tuple[Any, ...]]
+               ) -> Tuple[List[Any], Optional[Dict[int, BaseException]]]:
+    """One map() task: fn over every item; exceptions kept by item index."""
+    results: List[Any] = []
+    append = results.append
+    failed: Optional[Dict[int, BaseException]] = None
+    for args in chunk:
+        try:
+            append(fn(*args))
+        except BaseException as exc:  # the stdlib future keeps BaseExceptions too
+            if failed is None:
+                failed = {}
+            failed[len(results)] = exc
+            append(None)
+            del exc
+    return results, failed
+
+
+def _result_or_cancel(f: "Future[Any]", timeout: Optional[float]) -> Any:
+    try:
+        return f.result(timeout)
+    finally:
+        f.cancel()  # after a timeout: the stdlib's map cancels it too
+        del f
+
+
+def _map_results(fs: "List[Future[Any]]", chunked: bool,
+                 end_time: Optional[float]) -> Iterator[Any]:
+    """The iterator map() returns: waits for each future in order."""
+    try:
+        fs.reverse()
+        while fs:
+            # pop(): no reference to a future we are done with
+            out = _result_or_cancel(fs.pop(), None if end_time is None
+                                    else end_time - _monotonic())
+            if not chunked:
+                yield out
+                continue
+            results, failed = out
+            del out
+            if failed is None:
+                yield from results
+                continue
+            for i, value in enumerate(results):
+                exc = failed.get(i)
+                if exc is not None:
+                    try:
+                        raise exc
+                    finally:
+                        exc = failed = None  # no cycle through the traceback
+                yield value
+    finally:
+        for f in fs:
+            f.cancel()
 
 
 def _drain_at_exit() -> None:

@@ -1,0 +1,103 @@
+"""What both sides of every benchmark share: the workload protocol, the
+trivial task functions, and the busy-GIL thread of benchmark 8."""
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any, Optional
+
+__all__ = ["Workload", "noop", "inc", "BusyGIL", "SwitchInterval"]
+
+
+def noop() -> None:
+    """The trivial task of the submit-latency and hotplug benchmarks."""
+
+
+def inc(x: int) -> int:
+    """The trivial task of the map-throughput benchmark."""
+    return x + 1
+
+
+class Workload:
+    """One side of one benchmark.
+
+    `with W(...) as w:` builds the threads (not timed); `w.run(n)` performs
+    n operations (timed by the runner); leaving the block tears down.  An
+    operation counts for `ops` tasks (throughput workloads); `label` names
+    the side in tables and JSON.
+    """
+    label = "?"
+    ops = 1
+
+    def __enter__(self) -> "Workload":
+        return self
+
+    def run(self, n: int) -> None:
+        raise NotImplementedError
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class BusyGIL:
+    """A thread that runs pure-Python CPU work until the block ends.
+
+    It holds the GIL except when the interpreter makes it drop it: every
+    sys.getswitchinterval() seconds if another thread asks for the GIL.
+    """
+
+    def __init__(self) -> None:
+        self._stop = False
+        self._thread: Optional[threading.Thread] = None
+        self._running = threading.Event()
+        self.loops = 0
+
+    def _spin(self) -> None:
+        self._running.set()
+        loops = 0
+        while not self._stop:
+            x = 0
+            for i in range(1000):
+                x += i
+            loops += 1
+        self.loops = loops
+
+    def __enter__(self) -> "BusyGIL":
+        self._thread = threading.Thread(target=self._spin, name="bench-busy-gil", daemon=True)
+        self._thread.start()
+        self._running.wait()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop = True
+        assert self._thread is not None
+        self._thread.join()
+
+
+class SwitchInterval(Workload):
+    """Another workload, run with sys.setswitchinterval(seconds) in force.
+
+    What a user can do about a busy GIL: a shorter switch interval makes the
+    GIL holder let go sooner when another thread asks for it.
+    """
+
+    def __init__(self, inner: Workload, seconds: float) -> None:
+        self.inner = inner
+        self.seconds = seconds
+        self.label = f"{inner.label}, switch interval {seconds * 1e3:g} ms"
+        self.ops = inner.ops
+
+    def __enter__(self) -> "SwitchInterval":
+        self.inner.__enter__()
+        return self
+
+    def run(self, n: int) -> None:
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(self.seconds)
+        try:
+            self.inner.run(n)
+        finally:
+            sys.setswitchinterval(old)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.inner.__exit__(*exc)
