@@ -203,10 +203,16 @@ SPECS: Tuple[Spec, ...] = (
     Spec("8a", "busy_gil_ping_pong", "busy GIL: ping-pong", "µs", _busy_ping_pong,
          c_limit="round_trip", busy_gil=True,
          budget=(0.5, 3.0), min_samples=(6, 24), sample_s=(0.05, 0.1),
+         # Calibrated while the GIL happens to be quiet, a large batch takes
+         # seconds once switch-interval stalls (ms per operation) set in.
+         max_batch=20,
          note="benchmark 1 with a third thread running pure-Python CPU work"),
     Spec("8b", "busy_gil_park_cycle", "busy GIL: park cycle", "µs", _busy_park_cycle,
          c_limit="cycle", busy_gil=True,
          budget=(0.5, 3.0), min_samples=(6, 24), sample_s=(0.05, 0.1),
+         # Calibrated while the GIL happens to be quiet, a large batch takes
+         # seconds once switch-interval stalls (ms per operation) set in.
+         max_batch=20,
          note="benchmark 2 with a third thread running pure-Python CPU work"),
     Spec("9", "c_limit", "C limit (no Python, no GIL)", "µs", lambda ctx: [],
          c_limit="round_trip", floor=True,
