@@ -91,6 +91,21 @@ def _hang_watchdog(request: pytest.FixtureRequest):
         faulthandler.cancel_dump_traceback_later()
 
 
+#: Default length of the bounded wait in assert_stays().
+QUIET = 0.2
+
+
+def assert_stays(predicate: Callable[[], Any], what: str, duration: float = QUIET) -> None:
+    """Check a condition now and during a bounded wait (for "X must not
+    happen": each check can fail, and the last one is at `duration`)."""
+    end = time.monotonic() + duration
+    while True:
+        assert predicate(), what
+        if time.monotonic() >= end:
+            break
+        time.sleep(0.01)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = DEFAULT_WAIT,
              msg: str = "", interval: float = 0.001) -> Any:
     """Poll `predicate` until it returns a true value; return that value.

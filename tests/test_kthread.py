@@ -19,7 +19,8 @@ import kpark
 from kpark import (KThread, ThreadExitedError, create_on_cpu, current, parkme,
                    schedule, should_park, should_stop)
 
-from conftest import (Result, allowed_cpus, spawn, task_comm, task_state,
+from conftest import (Result, allowed_cpus, assert_stays, spawn, task_comm,
+                      task_state,
                       wait_asleep, wait_for)
 
 #: The bounded wait used to check that something does not happen.
@@ -92,16 +93,6 @@ class Spinner:
             busy(self.chunk)
             self.count += 1
         return self.count
-
-
-def assert_stays(predicate, what: str, duration: float = QUIET) -> None:
-    """Check a condition now and during a bounded wait."""
-    end = time.monotonic() + duration
-    while True:
-        assert predicate(), what
-        if time.monotonic() >= end:
-            break
-        time.sleep(0.01)
 
 
 # ---------------------------------------------------------------------------

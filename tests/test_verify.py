@@ -48,7 +48,12 @@ def test_models_exist() -> None:
     for required in ("kthread.pml", "kthread_percpu.pml", "kthread_ltl.pml",
                      "kthread_mutant_no_two_phase.pml",
                      "kthread_mutant_clear_after_wake.pml",
-                     "kthread_percpu_mutant_no_rebind.pml"):
+                     "kthread_percpu_mutant_no_rebind.pml",
+                     # idle() and the park in place
+                     "kthread_idle.pml", "kthread_idle_percpu.pml", "kthread_idle_ltl.pml",
+                     "kthread_idle_ltl_mutant_unpark_ignores_wake.pml",
+                     "kthread_idle_ltl_mutant_wake_deaf_in_place.pml",
+                     "kthread_idle_percpu_mutant_no_repin.pml"):
         assert required in names
     for model in MODELS:
         run_line(model)

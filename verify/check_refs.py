@@ -45,6 +45,7 @@ TOKENS = {
     "wait_step": "wait_step(",
     "kp_pin_self": "kp_pin_self(",
     "fetch_or": "kp_fetch_or32(",
+    "fetch_and": "kp_fetch_and32(",
 }
 # ":NNN" or ":NNN-MMM" (not inside a word or a path), then maybe an operation;
 # ":?NNN" is a reference that --fix moved to a changed line: to be reviewed

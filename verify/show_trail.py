@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 BITS = ["SHOULD_STOP", "SHOULD_PARK", "WAKE", "SLEEPING", "PARKED", "WOKEN",
-        "STARTED", "EXITED", "WAITERS", "PER_CPU"]
+        "STARTED", "EXITED", "WAITERS", "PER_CPU", "PARKABLE", "REPIN"]
 STEP = re.compile(r"^\s*(\d+):\s+proc\s+(\d+)\s+\((\S+?)(?::\d+)?\)\s+(\S+?):(\d+)\s+\(state \d+\)\s+\[(.*)\]\s*$")
 GLOBAL = re.compile(r"^\s+(\w+) = (-?\d+)\s*$")
 NOTE = re.compile(r"/\*\s*(.*?)\s*\*/")

@@ -23,23 +23,35 @@ state machine; the bits are:
                   unpark()/stop(), which release it.
     STARTED       threadfn was entered (set only while !SHOULD_STOP).
     EXITED        the thread is done; result/exception are published.
+    PARKABLE      in idle(): an idle sleep that park() may turn into parked
+                  where it is, without waking the thread (PARKABLE|PARKED is
+                  "parked in place").  Set by the thread; cleared by whoever
+                  wakes it out of idle(), or by the thread when it leaves.
+    REPIN         a park in place was released: the thread re-pins itself to
+                  its CPU before it leaves idle().  Set by unpark()/stop(),
+                  cleared by the thread.
   bookkeeping
     WAITERS       a controller may be asleep on the word.  Whoever changes
                   the word clears it and, if it was set, wakes every sleeper.
     PER_CPU       created by create_on_cpu(): rebind to `cpu` on unpark.
     bits 16..31   the bound CPU + 1 (0: not bound).
 
-Why no wake-up is lost: a sleeper announces itself (SLEEPING, PARKED or
-WAITERS) with a CAS on the word and then calls FUTEX_WAIT with exactly the
-value it wrote.  A waker changes the word with a CAS and calls FUTEX_WAKE
-when the value it replaced carried an announcement.  Both are RMWs on one
-location, so they are totally ordered: if the waker's CAS comes first the
-sleeper's CAS fails or FUTEX_WAIT finds a different value and returns at
-once; if it comes second the waker sees the announcement and wakes.
+Why no wake-up is lost: a sleeper announces itself (SLEEPING, PARKED,
+PARKABLE or WAITERS) with a CAS on the word and then calls FUTEX_WAIT with
+exactly the value it wrote.  A waker changes the word with a CAS and calls
+FUTEX_WAKE when the value it replaced carried an announcement.  Both are
+RMWs on one location, so they are totally ordered: if the waker's CAS comes
+first the sleeper's CAS fails or FUTEX_WAIT finds a different value and
+returns at once; if it comes second the waker sees the announcement and
+wakes.  A park or unpark in place rewrites an idle thread's announcement
+for it (PARKED; back to SLEEPING) without a wake-up: the thread may sleep on
+an older value, which is fine, since it is to stay asleep; every later
+waker sees SLEEPING or PARKED|PARKABLE and does call FUTEX_WAKE.
 
-Memory ordering: controllers' CAS use RELEASE on success, so what a caller
-wrote before wake()/unpark()/stop() is visible to the woken thread, which
-reads the word with ACQUIRE.  The thread's own CASes (STARTED, EXITED,
+Memory ordering: controllers' CAS use RELEASE on success (ACQ_REL in
+_request, where a park in place must also see what the thread wrote before
+it went idle), so what a caller wrote before wake()/unpark()/stop() is
+visible to the woken thread, which reads the word with ACQUIRE.  The thread's own CASes (STARTED, EXITED,
 PARKED) use RELEASE too, publishing the result of threadfn and its state to
 controllers, which read with ACQUIRE.  Failed CASes only retry: RELAXED.
 
@@ -50,7 +62,7 @@ here: python3 verify/check_refs.py --fix, then verify/run_spin.sh.
 from libc.stdint cimport uint32_t
 from libc.errno cimport EINVAL
 
-from kpark.c_atomic cimport (kp_load32, kp_cas32, kp_fetch_or32, kp_store32, KP_RELAXED, KP_ACQUIRE, KP_RELEASE,
+from kpark.c_atomic cimport (kp_load32, kp_cas32, kp_fetch_or32, kp_fetch_and32, kp_store32, KP_RELAXED, KP_ACQUIRE, KP_RELEASE,
                              KP_ACQ_REL)
 from kpark.c_wait cimport (timespec, kp_wait, kp_wake_all, kp_deadline_passed,
                            kp_wait_init, KP_WAIT_TIMEDOUT, KP_BACKEND_NAME)
@@ -78,6 +90,8 @@ cdef enum:
     EXITED      = 1 << 7
     WAITERS     = 1 << 8
     PER_CPU     = 1 << 9
+    PARKABLE    = 1 << 10
+    REPIN       = 1 << 11
     CPU_SHIFT   = 16
     FLAG_MASK   = 0xFFFF
     MAX_CPU     = 0xFFFE
@@ -196,17 +210,26 @@ cdef class KCore:
 
         Any thread.  Returns True if the thread was asleep and this call woke
         it; otherwise leaves a wake token (unless parked or exited: parked
-        threads are deaf) and returns False.
+        threads are deaf, but one parked in place by idle() keeps the token
+        for its unpark()) and returns False.
         """
         cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)
         cdef uint32_t n
         cdef bint woke
         kp_store32(&self.waker_cpu, kp_this_cpu(), KP_RELAXED)
         while True:
-            if v & (EXITED | PARKED):
+            if v & EXITED:
                 return False
-            if v & SLEEPING:
-                n = (v & ~(SLEEPING | WAITERS)) | WOKEN
+            if v & PARKED:
+                # Parked threads are deaf, except one parked in place by
+                # idle(): unpark() would leave it asleep, so it keeps the
+                # wake as a token and unpark() wakes it out instead.
+                if (v & (PARKABLE | WAKE)) != PARKABLE:
+                    return False
+                n = (v | WAKE) & ~WAITERS
+                woke = False
+            elif v & SLEEPING:
+                n = (v & ~(SLEEPING | PARKABLE | WAITERS)) | WOKEN
                 woke = True
             elif (v & (WAKE | WOKEN)) == (WAKE | WOKEN):
                 return False
@@ -243,15 +266,38 @@ cdef class KCore:
                 return False
             n = (v | set_bits) & ~(clear_bits | WAITERS)
             wake = False
-            if v & SLEEPING:
+            if v & PARKABLE:
+                # The thread is in idle(), where parking costs no wake-up.
+                if v & PARKED:
+                    if clear_bits & PARKED:
+                        # Release a park in place: back to the idle sleep,
+                        # unless this is a stop or a wake came meanwhile
+                        # (its token is this wake-up).  Either way the
+                        # thread re-pins before it runs again.
+                        n |= REPIN
+                        if (n & SHOULD_STOP) or (v & WAKE):
+                            n &= ~(SLEEPING | PARKABLE | WAKE)
+                            wake = True
+                        else:
+                            n |= SLEEPING
+                elif (set_bits & SHOULD_PARK) and not (n & SHOULD_STOP) and not (v & WAKE):
+                    n |= PARKED           # parked in place, still asleep
+                elif v & SLEEPING:
+                    n &= ~(SLEEPING | PARKABLE)
+                    wake = True
+                else:
+                    n |= WAKE             # still spinning: it sees the token
+            elif v & SLEEPING:
                 n &= ~SLEEPING
                 wake = True
             elif v & PARKED & clear_bits:
                 wake = True
             else:
                 n |= WAKE
-            # RELEASE: the thread sees what we wrote before the request.
-            if kp_cas32(&self.word, &v, n, KP_RELEASE, KP_RELAXED):
+            # ACQ_REL: the thread sees what we wrote before the request
+            # (RELEASE), and a park in place sees what the thread wrote
+            # before it went idle (ACQUIRE of its PARKABLE announcement).
+            if kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_RELAXED):
                 break
         _wake_if(&self.word, wake or (v & WAITERS))
         return True
@@ -261,7 +307,8 @@ cdef class KCore:
         """kthread_park: ask the thread to park and wait until it is parked.
 
         From another thread: returns once the thread is asleep in its park
-        loop (at once if it already is).  A thread that was never woken is
+        loop (at once if it already is), or parked in place in idle(), where
+        it runs nothing until released even if it still spins.  A thread that was never woken is
         woken straight into the park loop, without running threadfn.  Raises
         ThreadExitedError if the thread exits instead, TimeoutError if it does
         not reach its park loop in `timeout` seconds (the request stays
@@ -282,6 +329,9 @@ cdef class KCore:
             return
         if not self._request(SHOULD_PARK | WOKEN, 0):
             raise ThreadExitedError("cannot park a thread that has exited")
+        # Parked in place (idle()): done, without giving up the GIL.
+        if kp_load32(&self.word, KP_ACQUIRE) & PARKED:
+            return
         if not self._wait_or_raise(PARKED | EXITED, SHOULD_PARK, timeout, &seen):
             raise TimeoutError(f"thread did not park within {timeout} seconds")
         if (seen & (PARKED | EXITED)) == EXITED:
@@ -560,6 +610,94 @@ cdef class KCore:
                         return 0
                 return 1
 
+    # Model: verify/thread.pmh idle (kthread_idle*.pml)
+    cdef int idle(self) except -1:
+        cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
+        cdef int err
+        cdef uint32_t epoch
+        # Fast path with the GIL, as in schedule().
+        if v & SHOULD_STOP:
+            return 0
+        while v & WAKE:
+            if kp_cas32(&self.word, &v, v & ~(WAKE | WAITERS), KP_ACQ_REL, KP_ACQUIRE):
+                _wake_if(&self.word, v & WAITERS)
+                return 0
+        with nogil:
+            epoch = kp_gil_released()
+            err = self._idle()
+            kp_before_gil(epoch, kp_load32(&self.waker_cpu, KP_RELAXED))
+        if err:
+            raise OSError(err, f"cannot pin the thread back to CPU {self.cpu}: "
+                               f"{_os.strerror(err)}")
+        return 0
+
+    # Model: verify/thread.pmh idle (kthread_idle*.pml; mutant: kthread_idle_percpu_mutant_no_repin.pml)
+    cdef int _idle(self) noexcept nogil:
+        """idle() without the GIL: 0, or the errno of re-pinning after a
+        park in place was released (0 when leaving for stop())."""
+        cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
+        cdef uint32_t n
+        cdef int err
+        cdef bint spin
+        kp_store32(&self.thread_cpu, kp_this_cpu(), KP_RELAXED)
+        # Phase 1, the announcement: PARKABLE, unless something is pending
+        # (a stop, a park request to take to parkme(), a token to consume).
+        while True:
+            if v & (SHOULD_STOP | SHOULD_PARK):
+                return 0
+            if v & WAKE:
+                n = v & ~(WAKE | WAITERS)
+            else:
+                n = (v | PARKABLE) & ~WAITERS
+            # ACQ_REL: a park in place that reads PARKABLE sees what we wrote
+            # before going idle; we see what a token's waker wrote.
+            if kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_ACQUIRE):
+                break
+        _wake_if(&self.word, v & WAITERS)
+        if v & WAKE:
+            return 0
+        # Phase 2: spin on the announced value (wakers leave a token and make
+        # no system call while SLEEPING is not set), then announce SLEEPING
+        # and sleep.  Parked in place (PARKED) we sleep on, SLEEPING or not,
+        # until unpark() puts us back to sleep or wakes us out.
+        v = n
+        spin = True
+        while v & PARKABLE:
+            if (v & (WAKE | SHOULD_STOP)) and not (v & PARKED):
+                # A token (or stop) that came while we spun: take it.
+                n = v & ~(WAKE | PARKABLE | SLEEPING | WAITERS)
+                if kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_ACQUIRE):
+                    _wake_if(&self.word, v & WAITERS)
+                    v = n
+                    break
+                continue
+            if spin:
+                # Spin on our announcement and on every value a controller
+                # wrote since (a park or unpark in place), not on our own
+                # SLEEPING: a hotplug cycle finds us warm.
+                spin = kp_spin_while_equal(&self.word, v, kp_spin_budget(
+                    kp_load32(&self.waker_cpu, KP_RELAXED)))
+                v = kp_load32(&self.word, KP_ACQUIRE)
+                continue
+            if not (v & (PARKED | SLEEPING)):
+                n = (v | SLEEPING) & ~WAITERS
+                if not kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_ACQUIRE):
+                    continue
+                _wake_if(&self.word, v & WAITERS)
+                v = n
+            kp_wait(&self.word, v, NULL, 0)
+            v = kp_load32(&self.word, KP_ACQUIRE)
+        # Woken out (PARKABLE cleared by the waker or by us above).
+        if not (v & REPIN):
+            return 0
+        # RELAXED: only we clear REPIN; nobody waits for it.
+        v = kp_fetch_and32(&self.word, ~(<uint32_t>REPIN), KP_RELAXED)
+        if (v & PER_CPU) and _cpu_of(v) >= 0:
+            err = kp_pin_self(_cpu_of(v))
+            # As in the park loop: leaving for stop() pins best effort.
+            return 0 if (v & SHOULD_STOP) else err
+        return 0
+
     # Model: verify/thread.pmh proctype Worker
     def run(self, owner, threadfn, data, bytes comm):
         """The body of the KThread's OS thread (called by KThread.run)."""
@@ -624,7 +762,27 @@ def schedule(timeout=None):
     return core.schedule(&deadline if timed else NULL) == 1
 
 
+def idle():
+    """Sleep like schedule() (no timeout), parkable where it sleeps.
+
+    For a thread whose loop does nothing between waking and parkme() but
+    re-check its work (PerCPUExecutor's workers): a park() that comes while
+    the thread sleeps here parks it right here, without waking it, and
+    returns at once; unpark() puts it back to this sleep unless a wake()
+    came while it was parked (then it returns, as for that wake).  A per-CPU
+    thread re-pins itself before returning after such a park (OSError if its
+    CPU is no longer allowed).  Returns at once for a pending wake token,
+    stop() or park request, like schedule().  Only from the thread itself.
+    """
+    _self_core("idle").idle()
+
+
 def current():
     """The KThread running the caller, or None outside KThreads."""
     cdef void *p = kp_current_get()
     return None if p == NULL else (<KCore>p).owner
+
+
+def this_cpu():
+    """The CPU the caller runs on now (sched_getcpu; a hint: it may move)."""
+    return <int>kp_this_cpu() - 1

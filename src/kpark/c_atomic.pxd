@@ -18,6 +18,7 @@ cdef extern from "kp_atomic.h" nogil:
     uint32_t kp_fetch_add32(uint32_t *p, uint32_t v, int mo)
     uint32_t kp_fetch_sub32(uint32_t *p, uint32_t v, int mo)
     uint32_t kp_fetch_or32(uint32_t *p, uint32_t v, int mo)
+    uint32_t kp_fetch_and32(uint32_t *p, uint32_t v, int mo)
     uint32_t kp_exchange32(uint32_t *p, uint32_t v, int mo)
     bint kp_cas32(uint32_t *p, uint32_t *expected, uint32_t desired, int mo, int fail_mo)
 

@@ -33,7 +33,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterato
                     List, Optional, Tuple, TypeVar)
 
 from kpark._completion import Completion
-from kpark._kcore import current, should_park, should_stop
+from kpark._kcore import current, should_park, should_stop, this_cpu
 from kpark.percpu import (CPUs, PerCPUThreads, _AffinityWatcher, _check_interval,
                           _normalize_cpus, available_cpus)
 
@@ -232,7 +232,11 @@ class _Queue:
 
 
 class _Workers(PerCPUThreads):
-    """The executor's PerCPUThreads: reports threads that parked themselves."""
+    """The executor's PerCPUThreads: idle workers park in place (every queue
+    push is followed by wake()), and threads that parked themselves are
+    reported to the executor."""
+
+    _park_idle_in_place = True
 
     def __init__(self, executor: "PerCPUExecutor", cpus: List[int], comm: str) -> None:
         self._executor_ref = weakref.ref(executor)
@@ -253,7 +257,7 @@ class PerCPUExecutor(Executor):
 
     Workers park when their CPU is taken offline and unpark when it comes
     back; queued work moves or waits, it is never lost.  Idle workers sleep
-    in schedule() and burn no CPU.
+    in idle() (schedule() that offline() parks in place) and burn no CPU.
     """
 
     def __init__(self, cpus: Optional[CPUs] = None, *,
@@ -372,18 +376,34 @@ class PerCPUExecutor(Executor):
         return _map_results(fs, chunksize > 1, end_time)
 
     def _pick(self) -> Optional[_Queue]:
+        q = self._pop_idle()
+        if q is not None:
+            if q.cpu != this_cpu():
+                return q
+            # Its worker shares our CPU: it could run only once we sleep, and
+            # we would both sleep instead of spin.  Prefer another idle one.
+            other = self._pop_idle()
+            if other is None:
+                return q
+            q.listed = True
+            self._idle.append(q)
+            return other
+        online = self._online_q
+        if online:
+            return online[next(self._rr) % len(online)]
+        return None
+
+    def _pop_idle(self) -> Optional[_Queue]:
+        """The most recently idle online worker's queue (its cache is warm)."""
         idle = self._idle
         while idle:
             try:
-                q = idle.pop()  # most recently idle first: its cache is warm
+                q = idle.pop()
             except IndexError:
                 break
             q.listed = False
             if q.idle and q.online:
                 return q
-        online = self._online_q
-        if online:
-            return online[next(self._rr) % len(online)]
         return None
 
     def _push(self, q: _Queue, item: _Item) -> None:
@@ -395,7 +415,7 @@ class PerCPUExecutor(Executor):
     def _rescue(self, q: _Queue) -> None:
         """Move `q`'s unpinned tasks to online CPUs (to orphans if none)."""
         shared = q.shared
-        while True:
+        while shared:
             try:
                 item = shared.popleft()
             except IndexError:
@@ -449,6 +469,7 @@ class PerCPUExecutor(Executor):
         q.idle = False
         pinned = q.pinned
         shared = q.shared
+        ran = False
         while True:
             item: Optional[_Item] = None
             if pinned:
@@ -456,13 +477,21 @@ class PerCPUExecutor(Executor):
                     item = pinned.popleft()
                 except IndexError:  # cancel_futures emptied it meanwhile
                     pass
-            if item is None:
+            if item is None and shared:
                 try:
                     item = shared.popleft()
                 except IndexError:
-                    item = self._steal(q)
-                    if item is None:
-                        return
+                    pass
+            if item is None:
+                if ran:
+                    # Our queues are empty: back to the loop, whose
+                    # _should_run looks for work to steal, and so to sleep
+                    # (giving up the GIL the submitter waits for) sooner.
+                    return
+                item = self._steal(q)
+                if item is None:
+                    return
+            ran = True
             f, fn, args, kwargs = item
             del item
             if f.set_running_or_notify_cancel():
@@ -524,13 +553,15 @@ class PerCPUExecutor(Executor):
         stranded (always, before shutdown), unless `force`; RuntimeError
         after shutdown completed.  Offline CPUs are skipped.
         """
-        targets = self._pool._cpu_list(cpus)
-        self._pool._check_caller("offline")
+        pool = self._pool
+        targets = pool._cpu_list(cpus)
+        pool._check_caller("offline")
         with self._lock:
             self._check_running()
-            self._auto_offline.difference_update(targets)
+            if self._auto_offline:
+                self._auto_offline.difference_update(targets)
             self._offline_locked(targets, force)
-        self._pool._report()
+        pool._report()
 
     def online(self, cpus: CPUs) -> None:
         """Unpark the workers of `cpus` (one CPU or an iterable).
@@ -538,13 +569,15 @@ class PerCPUExecutor(Executor):
         Any thread but the executor's workers; never waits for the workers.
         Online CPUs are skipped.  RuntimeError after shutdown completed.
         """
-        targets = self._pool._cpu_list(cpus)
-        self._pool._check_caller("online")
+        pool = self._pool
+        targets = pool._cpu_list(cpus)
+        pool._check_caller("online")
         with self._lock:
             self._check_running()
-            self._auto_offline.difference_update(targets)
+            if self._auto_offline:
+                self._auto_offline.difference_update(targets)
             self._online_locked(targets)
-        self._pool._report()
+        pool._report()
 
     def _check_running(self) -> None:
         if self._finished:
@@ -572,7 +605,8 @@ class PerCPUExecutor(Executor):
             self._pool_hotplug([q.cpu for q in qs], up=False)
         finally:
             for q in qs:
-                self._rescue(q)
+                if q.shared:
+                    self._rescue(q)
 
     def _pool_hotplug(self, cpus: List[int], up: bool) -> None:
         # Lock order: the executor's _lock, then the pool's.
@@ -588,7 +622,20 @@ class PerCPUExecutor(Executor):
         for q in qs:
             q.online = True
         self._online_q = tuple(q for q in self._all if q.online)
-        self._flush_orphans()
+        if self._orphans:
+            self._flush_orphans()
+        for q in qs:
+            # A worker parked in place stays asleep through online(), so it
+            # does not look for work on its own: list it as idle for
+            # submit(), and wake it if other CPUs hold tasks it may steal.
+            if q.idle and not q.listed:
+                q.listed = True
+                self._idle.append(q)
+        for v in self._all:
+            if v.shared:
+                for q in qs:
+                    q.thread.wake()
+                break
 
     # -- following the machine's CPUs ----------------------------------------
 

@@ -27,6 +27,7 @@ static inline void kp_store32(uint32_t *p, uint32_t v, int mo) { __atomic_store_
 static inline uint32_t kp_fetch_add32(uint32_t *p, uint32_t v, int mo) { return __atomic_fetch_add(p, v, mo); }
 static inline uint32_t kp_fetch_sub32(uint32_t *p, uint32_t v, int mo) { return __atomic_fetch_sub(p, v, mo); }
 static inline uint32_t kp_fetch_or32(uint32_t *p, uint32_t v, int mo) { return __atomic_fetch_or(p, v, mo); }
+static inline uint32_t kp_fetch_and32(uint32_t *p, uint32_t v, int mo) { return __atomic_fetch_and(p, v, mo); }
 static inline uint32_t kp_exchange32(uint32_t *p, uint32_t v, int mo) { return __atomic_exchange_n(p, v, mo); }
 
 /* Strong compare-and-swap.  On failure *expected is refreshed with the

@@ -18,7 +18,7 @@ import os
 import threading
 from typing import Callable, Iterable, List, Optional, Tuple, Union
 
-from kpark._kcore import current, parkme, schedule, should_park, should_stop
+from kpark._kcore import current, idle, parkme, schedule, should_park, should_stop
 from kpark.thread import KThread, create_on_cpu
 
 __all__ = ["PerCPUThreads", "CPUs", "available_cpus", "parse_cpu_list", "MAX_ERRORS"]
@@ -149,6 +149,14 @@ class PerCPUThreads:
     CPU number; all but `create` run in that CPU's thread, pinned to it.
     """
 
+    #: Subclasses without park/unpark callbacks whose every change of
+    #: thread_should_run is followed by wake(cpu) may set this: an idle
+    #: thread then sleeps in kpark._kcore.idle(), so offline() parks it
+    #: where it sleeps and online() leaves it asleep (no wake-up either way;
+    #: thread_should_run is not re-checked after online() unless a wake()
+    #: came while the CPU was offline).  PerCPUExecutor's workers do.
+    _park_idle_in_place = False
+
     def __init__(self, thread_fn: Callable[[int], object],
                  thread_should_run: Callable[[int], object], *,
                  setup: Optional[Callable[[int], object]] = None,
@@ -264,6 +272,12 @@ class PerCPUThreads:
                     thread_fn(cpu)
                 except BaseException as exc:
                     self._record(cpu, exc)
+            elif self._park_idle_in_place:
+                # As schedule(), and offline() parks us right here.
+                try:
+                    idle()
+                except OSError as exc:  # re-pin after such a park failed
+                    self._repin_failed(slot, exc)
             else:
                 # A wake() after the check left a token: this returns at once.
                 schedule()
@@ -300,6 +314,8 @@ class PerCPUThreads:
 
     def _report(self) -> None:
         """Raise the oldest error not yet raised by offline()/online(), if any."""
+        if self._reported >= len(self._errors):
+            return  # an error recorded just now is reported by the next call
         with self._state_lock:
             if self._reported >= len(self._errors):
                 return
@@ -360,6 +376,17 @@ class PerCPUThreads:
 
     def _cpu_list(self, cpus: CPUs) -> List[int]:
         """Validated CPUs, ascending and unique (ValueError names an unknown one)."""
+        slots = self._slots
+        # Fast path (hotplug is a hot path): plain ints this pool knows.
+        if type(cpus) is int:
+            if cpus in slots:
+                return [cpus]
+        elif type(cpus) is list or type(cpus) is tuple:
+            for c in cpus:
+                if type(c) is not int or c not in slots:
+                    break
+            else:
+                return sorted(set(cpus))
         return sorted({self._known(c) for c in _as_list(cpus)})
 
     def _is_own_thread(self) -> bool:
@@ -426,22 +453,31 @@ class PerCPUThreads:
 
     def _hotplug_locked(self, targets: List[int], up: bool) -> None:
         """Bring ascending `targets` up (in order) or down (in reverse); hold _lock."""
+        kthreads = None if self._selfparking else self._kthreads
+        online = self._online
         if up:
-            for cpu in targets:
-                if cpu in self._online:
-                    continue
-                with self._state_lock:
-                    self._online = self._online | {cpu}
-                if not self._selfparking:
-                    self._kthread(cpu).unpark()
-        else:
+            todo = [cpu for cpu in targets if cpu not in online]
+            if not todo:
+                return
+            with self._state_lock:
+                self._online = self._online.union(todo)
+            if kthreads is not None:
+                for cpu in todo:
+                    kthreads[cpu].unpark()
+            return
+        parked: List[int] = []
+        try:
             for cpu in reversed(targets):
-                if cpu not in self._online:
-                    continue
-                if not self._selfparking:
-                    self._kthread(cpu).park()
+                if cpu in online:
+                    if kthreads is not None:
+                        kthreads[cpu].park()
+                    parked.append(cpu)
+        finally:
+            # online_cpus drops the parked CPUs together, once all are parked
+            # (or the next park failed).
+            if parked:
                 with self._state_lock:
-                    self._online = self._online - {cpu}
+                    self._online = self._online.difference(parked)
 
     # -- following the machine's CPUs ----------------------------------------
 
