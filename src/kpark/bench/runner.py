@@ -22,7 +22,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from kpark.bench.suite import Case, Ctx, Spec, busy_context, scaling_workers
 from kpark.bench.workload import BusyGIL, Workload
@@ -186,16 +186,26 @@ def c_round_trip(quick: bool, cpus: Sequence[int]) -> Dict[str, Any]:
 REPEATS = 3
 
 
-def gil_floor(quick: bool) -> Optional[float]:
+def gil_floor(quick: bool) -> Optional[Tuple[float, float]]:
     """kpark._limit.gil_pingpong: the least a hand-off between Python threads
-    costs (µs per round trip; best median of REPEATS runs)."""
+    costs.  Returns (µs per round trip, best median of REPEATS runs; its ratio
+    to the C limit), or None on one CPU.
+
+    The ratio is the median of REPEATS ratios, each to a C ping-pong taken
+    right beside it: where the host puts the two vCPUs changes both numbers
+    several-fold and can change between two benchmarks of one run.
+    """
     lim = _limit_module()
     if lim is None or not hasattr(lim, "gil_pingpong") or len(os.sched_getaffinity(0)) < 2:
         return None  # both sides spin: on one CPU that measures the scheduler
     samples, batch = (40, 500) if quick else (100, 1000)
-    best: float = min(statistics.median(lim.gil_pingpong(samples, batch, 1000))
-                      for _ in range(REPEATS))
-    return best * 1e6
+    pairs = []
+    for _ in range(REPEATS):
+        floor = statistics.median(lim.gil_pingpong(samples, batch, 1000))
+        c = statistics.median(lim.pingpong(samples, batch, 1000))
+        pairs.append((floor, c))
+    best = min(floor for floor, _ in pairs)
+    return best * 1e6, statistics.median(floor / c for floor, c in pairs)
 
 
 def bytecode_per_side() -> float:
@@ -251,13 +261,12 @@ def run_specs(specs: Sequence[Spec], quick: bool, progress: Optional[Progress] =
             result.c_limit = c.get("value")
             result.detail.update({k: v for k, v in c.items() if k != "value"})
             tick("GIL floor")
-            floor = gil_floor(quick)
+            measured = gil_floor(quick)
             side = bytecode_per_side()
             # The GIL floor: the same hand-off between two Python threads with
             # no bytecode at all; what the GIL alone costs on top of C.
-            result.detail["gil_floor"] = floor
-            result.detail["gil_floor_vs_c_limit"] = (
-                floor / result.c_limit if floor is not None and result.c_limit else None)
+            result.detail["gil_floor"] = measured[0] if measured else None
+            result.detail["gil_floor_vs_c_limit"] = measured[1] if measured else None
             result.detail["bytecode_per_side"] = side
         else:
             busy = busy_context(spec)
