@@ -20,8 +20,7 @@ from kpark import (KThread, ThreadExitedError, create_on_cpu, current, parkme,
                    schedule, should_park, should_stop)
 
 from conftest import (Result, allowed_cpus, assert_stays, spawn, task_comm,
-                      task_state,
-                      wait_asleep, wait_for)
+                      task_state, wait_asleep, wait_for)
 
 #: The bounded wait used to check that something does not happen.
 QUIET = 0.2

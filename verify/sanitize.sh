@@ -169,12 +169,12 @@ tsan)
      LD_PRELOAD="$preload" PYTHONPATH="$work/src" \
      "$PY" "$here/san_stress.py" "$steps")
     rc=$?
-    log "running the core tests (stress, KThread, per-CPU, Completion) under ThreadSanitizer"
+    log "running the core tests (stress, KThread, per-CPU, Completion, idle) under ThreadSanitizer"
     (cd "$work" &&
      TSAN_OPTIONS="suppressions=$here/tsan.supp halt_on_error=0 exitcode=0 report_signal_unsafe=0 log_path=$reports/tsan history_size=4" \
      LD_PRELOAD="$preload" PYTHONPATH="$work/src" KPARK_SPIN=0 \
      "$PY" -m pytest -q -p no:cacheprovider tests/test_stress.py tests/test_kthread.py \
-         tests/test_percpu.py tests/test_completion.py)
+         tests/test_percpu.py tests/test_completion.py tests/test_idle.py)
     rc2=$?
     [ "$rc" -ne 0 ] || rc=$rc2
     set -e
