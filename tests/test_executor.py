@@ -9,6 +9,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import CancelledError, Future, wait as fwait
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
@@ -80,7 +81,7 @@ def test_map_in_order_timeout_and_chunksize() -> None:
         assert list(ex.map(pow, [2, 3], [5, 2], chunksize=4)) == [32, 9]
         gate = threading.Event()
         it = ex.map(lambda x: gate.wait(30), [1], timeout=0.05)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(FutureTimeoutError):  # the builtin only from 3.11
             next(it)
         gate.set()
 

@@ -6,6 +6,7 @@ test in which test_and_set_bit/clear_bit serve as a try-lock.
 """
 import os
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -263,10 +264,12 @@ def _run_threads(n, target):
 def _trylock_counter(lock_acquire, lock_release, nthreads=6, iters=400):
     """Threads increment a plain list counter only while holding the lock.
 
-    The critical section reads the counter, gives the CPU and the GIL away
-    (os.sched_yield releases the GIL), then writes it back and checks that
-    nobody else got in meanwhile: a try-lock that lets two holders in loses
-    updates and trips the owner check.
+    The critical section reads the counter, gives the CPU and the GIL away,
+    then writes it back and checks that nobody else got in meanwhile: a
+    try-lock that lets two holders in loses updates and trips the owner
+    check.  Every third pass sleeps 50 µs there (a real sleep: on CPython
+    3.9 a thread that drops the GIL for sched_yield() takes it straight
+    back, so nobody else would get in).
     """
     counter = [0]
     owner = [None]
@@ -284,7 +287,7 @@ def _trylock_counter(lock_acquire, lock_release, nthreads=6, iters=400):
                 owner[0] = i
                 v = counter[0]
                 if done % 3 == 0:
-                    os.sched_yield()
+                    time.sleep(0.00005)
                 counter[0] = v + 1
                 if owner[0] != i:
                     overlaps.append((owner[0], i))

@@ -38,7 +38,11 @@ from kpark.percpu import (CPUs, PerCPUThreads, _AffinityWatcher, _check_interval
                           _normalize_cpus, available_cpus)
 
 if TYPE_CHECKING:
-    from typing import ParamSpec
+    import sys
+    if sys.version_info >= (3, 10):
+        from typing import ParamSpec
+    else:  # mypy's own typeshed has it; nothing is imported at run time
+        from typing_extensions import ParamSpec
     _P = ParamSpec("_P")
 
 __all__ = ["PerCPUExecutor"]
