@@ -351,8 +351,7 @@ def test_percpu_threads_shared_by_all_threads() -> None:
                         todo[cpu].append(n)
                         pool.wake(cpu)
                     elif op < 0.7:
-                        pool.offline(cpu)
-                        assert pool.thread(cpu).is_parked or cpu in pool.online_cpus
+                        pool.offline(cpu)   # others may online it again at once
                     elif op < 0.9:
                         pool.online(cpu)
                     else:
