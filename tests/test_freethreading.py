@@ -40,7 +40,7 @@ import pytest
 import kpark
 from kpark import Completion, Flags, KThread, PerCPUExecutor, PerCPUThreads
 
-from conftest import allowed_cpus, wait_for
+from conftest import allowed_cpus, assert_stays, wait_for
 
 THREADS = max(8, int(os.environ.get("KPARK_FT_THREADS", "8")))
 SECONDS = float(os.environ.get("KPARK_FT_SECONDS", "2"))
@@ -275,6 +275,31 @@ def test_kthread_shared_by_all_threads() -> None:
     results = storm(lambda i: k.stop(DEADLINE))
     assert results == [box.n] * THREADS and not k.is_alive()
     assert box.entered == 1 and k.stop() == box.n
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_start_storm_starts_once() -> None:
+    """start() from every thread at once: one call starts threadfn, every
+    other raises RuntimeError, and no stray wake token is left behind."""
+    for r in rounds():
+        box = Box()
+        k = KThread(kloop, box)
+
+        def body(i: int) -> bool:
+            try:
+                k.start()
+                return True
+            except RuntimeError as exc:
+                assert "started once" in str(exc), exc
+                return False
+
+        won = storm(body)
+        assert won.count(True) == 1, f"seed={SEED} round={r}: {won.count(True)} start() calls won"
+        assert box.entered == 1
+        # threadfn's first pass, then asleep: a stray token would run a second.
+        wait_for(lambda: box.n == 1, timeout=DEADLINE, msg="first pass")
+        assert_stays(lambda: box.n == 1, "a stray wake token ran threadfn's loop again")
+        k.stop(DEADLINE)
 
 
 @pytest.mark.timeout(TIMEOUT)

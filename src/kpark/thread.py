@@ -93,6 +93,7 @@ class KThread(threading.Thread):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         super().__init__(name=name, daemon=True)
         self._core = KCore()
+        self._start_lock = threading.Lock()  # one start() at a time
         self._threadfn = threadfn
         self._data = data
         _register(self)
@@ -119,8 +120,15 @@ class KThread(threading.Thread):
 
         Any thread but itself.  RuntimeError if already started or parked
         before threadfn ran; ThreadExitedError if a stop came first.
+        Concurrent calls behave as if made one after the other: one starts
+        the thread, the others raise what a second start() raises.
         """
-        self._core.start()
+        # KCore.start() checks STARTED, then wakes and waits: callers racing
+        # between the check and the wake would all return, each leaving a
+        # stray wake token.  The lock is held while waiting for threadfn to
+        # be entered (never the GIL), so a later caller sees the outcome.
+        with self._start_lock:
+            self._core.start()
 
     def bind(self, cpu: int) -> None:
         """kthread_bind: pin the thread to `cpu`; only before the first wake.
