@@ -46,9 +46,14 @@ def _default_name() -> str:
 def _register(k: "KThread") -> None:
     """Add `k` to the registry; it leaves it when collected.  Any thread."""
     key = id(k)
-    # The callback runs while `k` is being freed, before its id can be
-    # reused, so it removes exactly this entry.
-    _registry[key] = weakref.ref(k, lambda _ref, key=key, pop=_registry.pop: pop(key, None))
+    pop = _registry.pop
+
+    def forget(_ref: "weakref.ReferenceType[KThread]") -> None:
+        # Runs while `k` is being freed, before its id can be reused, so it
+        # removes exactly this entry.
+        pop(key, None)
+
+    _registry[key] = weakref.ref(k, forget)
 
 
 def _registered() -> "list[KThread]":
