@@ -272,6 +272,7 @@ def _after_fork_in_child() -> None:
     _registry_lock = threading.Lock()
     for k in _registered():
         k._core.mark_exited_after_fork()
+        k._start_lock = threading.Lock()  # a start() in flight at fork held it
     _registry.clear()
 
 
