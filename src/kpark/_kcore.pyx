@@ -48,12 +48,28 @@ for it (PARKED; back to SLEEPING) without a wake-up: the thread may sleep on
 an older value, which is fine, since it is to stay asleep; every later
 waker sees SLEEPING or PARKED|PARKABLE and does call FUTEX_WAKE.
 
-Memory ordering: controllers' CAS use RELEASE on success (ACQ_REL in
-_request, where a park in place must also see what the thread wrote before
-it went idle), so what a caller wrote before wake()/unpark()/stop() is
-visible to the woken thread, which reads the word with ACQUIRE.  The thread's own CASes (STARTED, EXITED,
-PARKED) use RELEASE too, publishing the result of threadfn and its state to
-controllers, which read with ACQUIRE.  Failed CASes only retry: RELAXED.
+Memory ordering (each operation below says which it uses and why):
+  - A controller's change of the word is a RELEASE CAS (wake, bind; the
+    thread's own park() is a RELEASE fetch-or), so what the caller wrote
+    before wake()/park()/unpark()/stop() is visible to the thread once it
+    sees the change.  _request's CAS is ACQ_REL: a park in place also
+    completes the park for the thread, so it must see what the thread wrote
+    before it announced PARKABLE.
+  - The thread's own announcements and token takes (SLEEPING, PARKED,
+    PARKABLE, STARTED, the withdrawal of a timed-out sleep) are ACQ_REL CASes
+    on success: RELEASE publishes its state to controllers that wait for it;
+    ACQUIRE makes visible what the controller whose change it builds on
+    wrote (the token's waker, the bind() before the first sleep).
+    _publish(EXITED) is RELEASE: it publishes threadfn's result; the thread
+    reads nothing after it.
+  - Every load that decides what the caller does next, and every failed CAS
+    whose reloaded value is re-checked, is ACQUIRE, the other half of those
+    RELEASEs.  Loads that only seed a CAS loop are RELAXED (the CAS decides),
+    and so are the failed CASes of loops that only retry.
+  - The controllers' WAITERS announcement is ACQUIRE only: it publishes
+    nothing, it re-checks the value.  The spin hints (thread_cpu,
+    waker_cpu), a stop recorded on an exited thread and the thread's own
+    REPIN clear are RELAXED: they order nothing that anyone waits for.
 
 Model: verify/kthread*.pml (SPIN, docs/verification.md) mirror this file step
 by step.  A step is named here by a "# model: NAME" comment (it covers the
@@ -163,6 +179,8 @@ cdef class KCore:
         """
         cdef bint spun = False
         cdef int rc = 0
+        # ACQUIRE here and in every re-read below: the value that satisfies the
+        # wait must bring what its writer published (EXITED: threadfn's result).
         cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)  # model: wait_until.load
         while True:
             # model: wait_until.satisfied
@@ -174,6 +192,7 @@ cdef class KCore:
                 # One bounded spin for the next change before sleeping.
                 spun = True
                 kp_spin_while_equal(&self.word, v, kp_spin_budget(self._thread_cpu_hint(v)))
+                # ACQUIRE: as the first load.
                 v = kp_load32(&self.word, KP_ACQUIRE)  # model: wait_until.after_spin
                 continue
             # model: wait_until.deadline
@@ -183,12 +202,15 @@ cdef class KCore:
                 return 0
             # model: wait_until.announce
             if not (v & WAITERS):
-                # Announce ourselves; the failed CAS reloads v for a re-check.
+                # Announce ourselves.  ACQUIRE both ways: the value it succeeds
+                # on or reloads is re-checked like a load; WAITERS publishes
+                # nothing, so no RELEASE.
                 if not kp_cas32(&self.word, &v, v | WAITERS, KP_ACQUIRE, KP_ACQUIRE):
                     continue
                 v |= WAITERS
             # model: wait_until.sleep
             rc = wait_step(&self.word, v, deadline)
+            # ACQUIRE: as the first load.
             v = kp_load32(&self.word, KP_ACQUIRE)  # model: wait_until.reload
 
     cdef int _wait_or_raise(self, uint32_t any_set, uint32_t any_clear, object timeout,
@@ -204,7 +226,8 @@ cdef class KCore:
         return ok
 
     cdef inline uint32_t _thread_cpu_hint(self, uint32_t v) noexcept nogil:
-        # A bound thread runs on its CPU; else where it was last seen.
+        # A bound thread runs on its CPU; else where it was last seen
+        # (RELAXED: a spin hint, it orders nothing).
         return (v >> CPU_SHIFT) if (v >> CPU_SHIFT) else kp_load32(&self.thread_cpu, KP_RELAXED)
 
     # model: wait_booted (verify/harness.pmh init)
@@ -215,7 +238,7 @@ cdef class KCore:
 
     # ---- controllers' verbs -------------------------------------------------
 
-    # model: wake (verify/controller.pmh ctl_wake (mutant: kthread_ltl_mutant_lost_wake.pml))
+    # model: wake (verify/controller.pmh ctl_wake; mutant: kthread_ltl_mutant_lost_wake.pml)
     def wake(self):
         """wake_up_process: wake the thread from schedule() or its first sleep.
 
@@ -224,9 +247,12 @@ cdef class KCore:
         threads are deaf, but one parked in place by idle() keeps the token
         for its unpark()) and returns False.
         """
+        # RELAXED: seeds the CAS loop; returning False for an exited or parked
+        # thread promises nothing, and every change goes through the CAS.
         cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)  # model: wake.load
         cdef uint32_t n
         cdef bint woke
+        # RELAXED: a spin hint for the woken thread, it orders nothing.
         kp_store32(&self.waker_cpu, kp_this_cpu(), KP_RELAXED)
         while True:
             # model: wake.exited
@@ -247,21 +273,23 @@ cdef class KCore:
             elif v & SLEEPING:
                 n = (v & ~(SLEEPING | PARKABLE | WAITERS)) | WOKEN
                 woke = True
-            # model: wake.token_there
-            elif (v & (WAKE | WOKEN)) == (WAKE | WOKEN):
-                return False
             # model: wake.token
             else:
+                # Even when the token is there already (n == v) the CAS is
+                # made: its RELEASE is what publishes this caller's writes
+                # to the thread that takes the token.
                 n = (v | WAKE | WOKEN) & ~WAITERS
                 woke = False
             # model: wake.cas
             # RELEASE: the woken thread sees what we wrote before waking it.
+            # RELAXED on failure: the loop re-decides from the reloaded value
+            # and publishes nothing until a CAS succeeds.
             if kp_cas32(&self.word, &v, n, KP_RELEASE, KP_RELAXED):
                 break
         _wake_if(&self.word, woke or (v & WAITERS))  # model: wake.wake_if
         return woke
 
-    # model: request (verify/controller.pmh request (mutant: kthread_mutant_clear_after_wake.pml))
+    # model: request (verify/controller.pmh request; mutant: kthread_mutant_clear_after_wake.pml)
     cdef bint _request(self, uint32_t set_bits, uint32_t clear_bits,
                        uint32_t require=0) noexcept nogil:
         """Set/clear request bits and wake the thread out of schedule() or its
@@ -270,14 +298,17 @@ cdef class KCore:
         Returns False, changing nothing, if the thread has exited or (when
         `require` is given) none of the `require` bits is set.
         """
+        # RELAXED: seeds the CAS loop; every change goes through the CAS.
         cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)  # model: request.load
         cdef uint32_t n
         cdef bint wake
+        # RELAXED: a spin hint for the woken thread, it orders nothing.
         kp_store32(&self.waker_cpu, kp_this_cpu(), KP_RELAXED)
         while True:
             # model: request.exited
             if v & EXITED:
                 # Nothing to wake; a stop is still recorded (should_stop).
+                # RELAXED: the thread is gone, nobody acquires this.
                 n = v | (set_bits & SHOULD_STOP)
                 if n == v or kp_cas32(&self.word, &v, n, KP_RELAXED, KP_RELAXED):
                     return False
@@ -330,6 +361,7 @@ cdef class KCore:
             # ACQ_REL: the thread sees what we wrote before the request
             # (RELEASE), and a park in place sees what the thread wrote
             # before it went idle (ACQUIRE of its PARKABLE announcement).
+            # RELAXED on failure: the loop only re-decides.
             if kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_RELAXED):
                 break
         _wake_if(&self.word, wake or (v & WAITERS))  # model: request.wake_if
@@ -341,8 +373,9 @@ cdef class KCore:
 
         From another thread: returns once the thread is asleep in its park
         loop (at once if it already is), or parked in place in idle(), where
-        it runs nothing until released even if it still spins.  A thread that was never woken is
-        woken straight into the park loop, without running threadfn.  Raises
+        it runs nothing until released even if it still spins.  A thread
+        that was never woken is woken straight into the park loop, without
+        running threadfn.  Raises
         ThreadExitedError if the thread exits instead, TimeoutError if it does
         not reach its park loop in `timeout` seconds (the request stays
         pending until unpark()).  Returns early, unparked, if another thread's
@@ -353,8 +386,12 @@ cdef class KCore:
         if timeout is not None:
             check_timeout(timeout)
         if kp_current_get() == <void *>self:
+            # RELEASE, as a controller's request (the thread reads it itself
+            # at parkme(), program order; unpark() from elsewhere acquires it).
             kp_fetch_or32(&self.word, SHOULD_PARK, KP_RELEASE)  # model: park.self
             return
+        # ACQUIRE: PARKED or EXITED seen here ends the call, so it must bring
+        # what the thread published with it.
         v = kp_load32(&self.word, KP_ACQUIRE)  # model: park.load
         # model: park.exited
         if v & EXITED:
@@ -367,6 +404,7 @@ cdef class KCore:
             raise ThreadExitedError("cannot park a thread that has exited")
         # model: park.in_place
         # Parked in place (idle()): done, without giving up the GIL.
+        # ACQUIRE: PARKED ends the call, as above.
         if kp_load32(&self.word, KP_ACQUIRE) & PARKED:
             return
         # model: park.wait
@@ -417,6 +455,8 @@ cdef class KCore:
         started or parked before starting, ThreadExitedError if stopped first.
         """
         cdef uint32_t seen
+        # ACQUIRE: a started thread's word is the one to refuse on; its wait
+        # below acquires STARTED again.
         if kp_load32(&self.word, KP_ACQUIRE) & STARTED:
             raise RuntimeError("threads can only be started once")
         self.wake()
@@ -434,6 +474,7 @@ cdef class KCore:
 
         Only before the first wake; returns False if the thread was woken.
         """
+        # RELAXED: seeds the CAS loop, which decides.
         cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)  # model: bind.load
         cdef uint32_t n
         if cpu < 0 or cpu > MAX_CPU:
@@ -447,7 +488,8 @@ cdef class KCore:
                  | (PER_CPU if per_cpu else 0))
             # model: bind.cas
             # RELEASE pairs with the thread's ACQUIRE when it leaves its first
-            # sleep: it pins itself to the CPU recorded here.
+            # sleep: it pins itself to the CPU recorded here.  RELAXED on
+            # failure: the loop re-decides.
             if kp_cas32(&self.word, &v, n, KP_RELEASE, KP_RELAXED):
                 break
         _wake_if(&self.word, v & WAITERS)  # model: bind.wake_if
@@ -455,6 +497,8 @@ cdef class KCore:
 
     def mark_exited_after_fork(self):
         """In a fork child: the OS thread is gone; report the KThread exited."""
+        # Only the forking thread runs in the child: RELAXED load; RELEASE
+        # store, as _publish(EXITED), for readers that acquire EXITED.
         kp_store32(&self.word, (kp_load32(&self.word, KP_RELAXED) & ~FLAG_MASK) | EXITED,
                    KP_RELEASE)
         self.result = None
@@ -462,6 +506,8 @@ cdef class KCore:
         self.exc_tb = None
 
     # ---- what anyone may read ----------------------------------------------
+    # ACQUIRE loads: a caller that sees a bit sees what its writer published
+    # before setting it (a RELEASE or ACQ_REL change of the word).
 
     @property
     def is_parked(self):
@@ -506,9 +552,13 @@ cdef class KCore:
     # model: publish (verify/thread.pmh publish)
     cdef void _publish(self, uint32_t set_bits) noexcept nogil:
         """Set status bits (RELEASE: publishes what the thread wrote before)."""
+        # RELAXED: seeds the CAS loop.
         cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)  # model: publish.load
+        # RELAXED: a spin hint for waiting controllers, it orders nothing.
         kp_store32(&self.thread_cpu, kp_this_cpu(), KP_RELAXED)
         # model: publish.cas
+        # RELEASE: EXITED publishes threadfn's result and exception; the thread
+        # reads nothing after it.  RELAXED on failure: the loop only retries.
         while not kp_cas32(&self.word, &v, (v | set_bits) & ~WAITERS,
                            KP_RELEASE, KP_RELAXED):
             pass
@@ -517,6 +567,8 @@ cdef class KCore:
     # model: first_sleep (verify/thread.pmh first_sleep)
     cdef void _first_sleep(self) noexcept nogil:
         """Sleep until the first wake (WOKEN) or a stop (SHOULD_STOP)."""
+        # ACQUIRE (and the re-read below): WOKEN or SHOULD_STOP ends the sleep, and
+        # the thread then acts on what its waker wrote (bind()'s CPU, start()).
         cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)  # model: first_sleep.load
         cdef uint32_t n
         # model: first_sleep.loop
@@ -524,31 +576,39 @@ cdef class KCore:
             # model: first_sleep.announce
             if not (v & SLEEPING):
                 n = (v | SLEEPING) & ~WAITERS
-                # ACQ_REL: announce the sleep, and see the bind() before it.
+                # ACQ_REL: announce the sleep (RELEASE, for wait_booted()), and
+                # see the bind() before it; ACQUIRE on failure: re-checked.
                 if not kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_ACQUIRE):
                     continue
                 _wake_if(&self.word, v & WAITERS)
                 v = n
             # model: first_sleep.wait
             kp_wait(&self.word, v, NULL, 0)
+            # ACQUIRE: as the first load.
             v = kp_load32(&self.word, KP_ACQUIRE)  # model: first_sleep.reload
 
-    # model: park_loop (verify/thread.pmh park_loop (mutants: kthread_mutant_no_two_phase.pml, kthread_percpu_mutant_no_rebind.pml))
+    # model: park_loop (verify/thread.pmh park_loop; mutants: kthread_mutant_no_two_phase.pml, kthread_percpu_mutant_no_rebind.pml)
     cdef int _park_loop(self) noexcept nogil:
         """The park loop: sleep while SHOULD_PARK && !SHOULD_STOP.
 
         Returns 0, or the errno of re-pinning a per-CPU thread to its CPU,
         done after release and before the caller runs any user code.
         """
+        # ACQUIRE (and every re-read below): leaving the loop hands the thread to
+        # user code, which must see what the unpark()/stop() caller wrote.
         cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)  # model: park_loop.load
         cdef uint32_t n
         cdef int err
         cdef bint parked = False
+        # RELAXED: a spin hint, it orders nothing.
         kp_store32(&self.thread_cpu, kp_this_cpu(), KP_RELAXED)
         # model: park_loop.loop
         while (v & SHOULD_PARK) and not (v & SHOULD_STOP):
             # model: park_loop.announce
             # Phase 1, the announcement: only while the request still stands.
+            # ACQ_REL: RELEASE, so that park() returning sees what the thread
+            # wrote before parking; ACQUIRE, what park()'s caller wrote.
+            # ACQUIRE on failure: the reloaded request is re-checked.
             n = (v | PARKED) & ~WAITERS
             if not kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_ACQUIRE):
                 continue
@@ -558,6 +618,7 @@ cdef class KCore:
             # Phase 2, asleep on the announced value until unpark()/stop()
             # clears PARKED; any other change just makes us re-check.
             v = n
+            # RELAXED: the waker's CPU is a spin hint.
             kp_spin_while_equal(&self.word, v,
                                 kp_spin_budget(kp_load32(&self.waker_cpu, KP_RELAXED)))
             v = kp_load32(&self.word, KP_ACQUIRE)  # model: park_loop.after_spin
@@ -572,15 +633,21 @@ cdef class KCore:
             return 0 if (v & SHOULD_STOP) else err
         return 0
 
-    # model: enter (verify/thread.pmh enter (mutant: kthread_mutant_enter_after_stop.pml))
+    # model: enter (verify/thread.pmh enter; mutant: kthread_mutant_enter_after_stop.pml)
     cdef bint _enter(self) noexcept nogil:
         """Mark threadfn entered, unless a stop came first (then False)."""
+        # RELAXED: seeds the CAS loop.  A stop seen here (or by a failed CAS,
+        # RELAXED too) only makes the thread exit, which needs nothing the
+        # stopper wrote.
         cdef uint32_t v = kp_load32(&self.word, KP_RELAXED)  # model: enter.load
         while True:
             # model: enter.stopped
             if v & SHOULD_STOP:
                 return False
             # model: enter.cas
+            # ACQ_REL: RELEASE, so that start() returning sees what the thread did
+            # before threadfn; ACQUIRE, so that threadfn sees what every controller
+            # wrote before its last change of the word (a token left since waking).
             if kp_cas32(&self.word, &v, (v | STARTED) & ~WAITERS, KP_ACQ_REL, KP_RELAXED):
                 break
         _wake_if(&self.word, v & WAITERS)  # model: enter.wake_if
@@ -590,19 +657,23 @@ cdef class KCore:
     cdef int parkme(self) except -1:
         cdef int err
         cdef uint32_t epoch
+        # ACQUIRE: the park loop then acts on the request.
         if not (kp_load32(&self.word, KP_ACQUIRE) & SHOULD_PARK):  # model: parkme.check
             return 0
         with nogil:
             epoch = kp_gil_released()
             err = self._park_loop()  # model: parkme.park_loop
+            # RELAXED: the waker's CPU is a spin hint.
             kp_before_gil(epoch, kp_load32(&self.waker_cpu, KP_RELAXED))
         if err:
             raise OSError(err, f"cannot pin the thread back to CPU {self.cpu}: "
                                f"{_os.strerror(err)}")
         return 0
 
-    # model: schedule (verify/thread.pmh schedule (mutant: kthread_mutant_schedule_after_stop.pml))
+    # model: schedule (verify/thread.pmh schedule; mutant: kthread_mutant_schedule_after_stop.pml)
     cdef int schedule(self, const timespec *deadline) except -1:
+        # ACQUIRE: a stop or token seen here ends the call, and the caller
+        # acts on what its writer published.
         cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)  # model: schedule.load
         cdef int woken
         cdef uint32_t epoch
@@ -614,6 +685,9 @@ cdef class KCore:
             return True
         # model: schedule.token
         while v & WAKE:
+            # ACQ_REL: ACQUIRE, what the token's waker wrote; RELEASE, our
+            # progress to controllers waiting on the word.  ACQUIRE on failure:
+            # the reloaded value is re-checked.
             if kp_cas32(&self.word, &v, v & ~(WAKE | WAITERS), KP_ACQ_REL, KP_ACQUIRE):
                 _wake_if(&self.word, v & WAITERS)
                 return True
@@ -621,17 +695,21 @@ cdef class KCore:
             epoch = kp_gil_released()
             woken = self._sleep(deadline)
             if woken:
+                # RELAXED: the waker's CPU is a spin hint.
                 kp_before_gil(epoch, kp_load32(&self.waker_cpu, KP_RELAXED))
         return woken
 
     # model: sleep (verify/thread.pmh schedule)
     cdef int _sleep(self, const timespec *deadline) noexcept nogil:
         """schedule() without the GIL: 1 if woken, 0 on timeout."""
+        # ACQUIRE (and every re-read below): a stop, token or wake seen here
+        # ends the sleep, and the caller acts on what its writer published.
         cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)  # model: sleep.load
         cdef uint32_t n
         cdef int rc
         # Spin for a token before announcing the sleep: while we are not
-        # SLEEPING a waker leaves a token and makes no system call.
+        # SLEEPING a waker leaves a token and makes no system call.  The CPU
+        # hints are RELAXED: they order nothing.
         kp_store32(&self.thread_cpu, kp_this_cpu(), KP_RELAXED)
         if not (v & WAKE) and kp_spin_while_equal(
                 &self.word, v, kp_spin_budget(kp_load32(&self.waker_cpu, KP_RELAXED))):
@@ -647,6 +725,9 @@ cdef class KCore:
             else:
                 n = (v | SLEEPING) & ~WAITERS
             # model: sleep.cas
+            # ACQ_REL: taking a token acquires what its waker wrote; announcing
+            # SLEEPING releases our state to waiting controllers.  ACQUIRE on
+            # failure: the reloaded value is re-checked.
             if kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_ACQUIRE):
                 break
         _wake_if(&self.word, v & WAITERS)  # model: sleep.wake_if
@@ -664,7 +745,9 @@ cdef class KCore:
             # model: sleep.timeout
             if rc == KP_WAIT_TIMEDOUT or kp_deadline_passed(deadline):
                 # model: sleep.withdraw
-                # Withdraw, unless a waker clears SLEEPING first.
+                # Withdraw, unless a waker clears SLEEPING first.  ACQ_REL, as
+                # the announcement; ACQUIRE on failure: the waker's clear is
+                # a wake whose writes the caller then relies on.
                 while v & SLEEPING:
                     if kp_cas32(&self.word, &v, v & ~(SLEEPING | WAITERS),
                                 KP_ACQ_REL, KP_ACQUIRE):
@@ -672,8 +755,9 @@ cdef class KCore:
                         return 0
                 return 1
 
-    # model: idle (verify/thread.pmh idle (kthread_idle*.pml))
+    # model: idle (verify/thread.pmh idle; kthread_idle*.pml)
     cdef int idle(self) except -1:
+        # ACQUIRE: as in schedule().
         cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)  # model: idle.load
         cdef int err
         cdef uint32_t epoch
@@ -683,12 +767,16 @@ cdef class KCore:
             return 0
         # model: idle.token
         while v & WAKE:
+            # ACQ_REL: ACQUIRE, what the token's waker wrote; RELEASE, our
+            # progress to controllers waiting on the word.  ACQUIRE on failure:
+            # the reloaded value is re-checked.
             if kp_cas32(&self.word, &v, v & ~(WAKE | WAITERS), KP_ACQ_REL, KP_ACQUIRE):
                 _wake_if(&self.word, v & WAITERS)
                 return 0
         with nogil:
             epoch = kp_gil_released()
             err = self._idle()
+            # RELAXED: the waker's CPU is a spin hint.
             kp_before_gil(epoch, kp_load32(&self.waker_cpu, KP_RELAXED))
         # model: idle.pin_error
         if err:
@@ -696,14 +784,16 @@ cdef class KCore:
                                f"{_os.strerror(err)}")
         return 0
 
-    # model: idle_nogil (verify/thread.pmh idle (kthread_idle*.pml; mutant: kthread_idle_percpu_mutant_no_repin.pml))
+    # model: idle_nogil (verify/thread.pmh idle; kthread_idle*.pml; mutant: kthread_idle_percpu_mutant_no_repin.pml)
     cdef int _idle(self) noexcept nogil:
         """idle() without the GIL: 0, or the errno of re-pinning after a
         park in place was released (0 when leaving for stop())."""
+        # ACQUIRE (and every re-read below): as in _sleep().
         cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)  # model: idle_nogil.load
         cdef uint32_t n
         cdef int err
         cdef bint spin
+        # RELAXED: a spin hint, it orders nothing.
         kp_store32(&self.thread_cpu, kp_this_cpu(), KP_RELAXED)
         # Phase 1, the announcement: PARKABLE, unless something is pending
         # (a stop, a park request to take to parkme(), a token to consume).
@@ -719,7 +809,8 @@ cdef class KCore:
                 n = (v | PARKABLE) & ~WAITERS
             # model: idle_nogil.cas
             # ACQ_REL: a park in place that reads PARKABLE sees what we wrote
-            # before going idle; we see what a token's waker wrote.
+            # before going idle; we see what a token's waker wrote.  ACQUIRE on
+            # failure: the reloaded value is re-checked.
             if kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_ACQUIRE):
                 break
         _wake_if(&self.word, v & WAITERS)  # model: idle_nogil.wake_if
@@ -737,7 +828,8 @@ cdef class KCore:
         while v & PARKABLE:
             # model: idle_nogil.take
             if (v & (WAKE | SHOULD_STOP)) and not (v & PARKED):
-                # A token (or stop) that came while we spun: take it.
+                # A token (or stop) that came while we spun: take it.  ACQ_REL
+                # and ACQUIRE on failure, as the announcement above.
                 n = v & ~(WAKE | PARKABLE | SLEEPING | WAITERS)
                 if kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_ACQUIRE):
                     _wake_if(&self.word, v & WAITERS)
@@ -748,7 +840,8 @@ cdef class KCore:
             if spin:
                 # Spin on our announcement and on every value a controller
                 # wrote since (a park or unpark in place), not on our own
-                # SLEEPING: a hotplug cycle finds us warm.
+                # SLEEPING: a hotplug cycle finds us warm.  RELAXED: the
+                # waker's CPU is a spin hint.
                 spin = kp_spin_while_equal(&self.word, v, kp_spin_budget(
                     kp_load32(&self.waker_cpu, KP_RELAXED)))
                 v = kp_load32(&self.word, KP_ACQUIRE)  # model: idle_nogil.after_spin
@@ -756,6 +849,7 @@ cdef class KCore:
             # model: idle_nogil.announce_sleep
             if not (v & (PARKED | SLEEPING)):
                 n = (v | SLEEPING) & ~WAITERS
+                # ACQ_REL and ACQUIRE on failure, as the announcement above.
                 if not kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_ACQUIRE):
                     continue
                 _wake_if(&self.word, v & WAITERS)
@@ -766,7 +860,8 @@ cdef class KCore:
         # Woken out (PARKABLE cleared by the waker or by us above).
         if not (v & REPIN):
             return 0
-        # RELAXED: only we clear REPIN; nobody waits for it.
+        # RELAXED: only we clear REPIN and nobody waits for it; the release
+        # that set it was acquired by the load that saw PARKABLE cleared.
         v = kp_fetch_and32(&self.word, ~(<uint32_t>REPIN), KP_RELAXED)  # model: idle_nogil.clear_repin
         if (v & PER_CPU) and _cpu_of(v) >= 0:
             err = kp_pin_self(_cpu_of(v))  # model: idle_nogil.pin
@@ -788,6 +883,7 @@ cdef class KCore:
             with nogil:
                 self._first_sleep()
             # model: run.load
+            # ACQUIRE: the CPU and the stop decide what runs next.
             v = kp_load32(&self.word, KP_ACQUIRE)
             # model: run.start
             if not (v & SHOULD_STOP):
@@ -816,12 +912,14 @@ cdef class KCore:
 # model: api.should_stop
 def should_stop():
     """kthread_should_stop: True once stop() was called on this thread."""
+    # ACQUIRE: the caller acts on the stop (cleans up what the stopper set).
     return (kp_load32(&_self_core("should_stop").word, KP_ACQUIRE) & SHOULD_STOP) != 0
 
 
 # model: api.should_park
 def should_park():
     """kthread_should_park: True while a park request is pending."""
+    # ACQUIRE: the caller acts on the request.
     return (kp_load32(&_self_core("should_park").word, KP_ACQUIRE) & SHOULD_PARK) != 0
 
 
