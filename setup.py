@@ -17,10 +17,12 @@ extra = ["-O2", "-Wall", "-Wno-unused-function"] + shlex.split(os.environ.get("K
 link_extra = shlex.split(os.environ.get("KPARK_LDFLAGS", ""))
 
 extensions = [
-    Extension(f"kpark.{name}", [f"src/kpark/{name}.pyx"], include_dirs=["src/kpark"],
+    Extension(name, [path], include_dirs=["src/kpark"],
               define_macros=macros, extra_compile_args=extra, extra_link_args=link_extra,
               libraries=["pthread"])
-    for name in ("_flags", "_completion", "_kcore", "_limit")
+    # kpark._native: _flags.pyx, _completion.pyx and _kcore.pyx in one module
+    for name, path in (("kpark._native", "src/kpark/_native.pyx"),
+                       ("kpark.bench._limit", "src/kpark/bench/_limit.pyx"))
 ]
 
 setup(ext_modules=cythonize(extensions, include_path=["src"],

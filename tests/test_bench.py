@@ -193,7 +193,7 @@ def test_check_floor_passes_and_fails_on_the_three_ratios(tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def limit() -> Any:
-    from kpark import _limit
+    from kpark.bench import _limit
     return _limit
 
 

@@ -1,6 +1,9 @@
 # cython: language_level=3, freethreading_compatible=True
 """The KThread state machine on one 32-bit futex word (kpark._kcore).
 
+Compiled as part of kpark._native (see _native.pyx), which sets up the
+wait backend and the spin budgets once for this file and its siblings.
+
 All shared state of a KThread lives in `KCore.word`; every change is one
 compare-and-swap, and every sleeper - the thread itself, and controllers
 waiting for it - sleeps on that same word.  docs/semantics.md draws the
@@ -79,22 +82,18 @@ both sides name the same steps and that the operations still match.  After
 changing what a step does: re-examine its model step, then verify/run_spin.sh.
 """
 from libc.stdint cimport uint32_t
-from libc.errno cimport EINVAL
 
-from kpark.c_atomic cimport (kp_load32, kp_cas32, kp_fetch_or32, kp_fetch_and32, kp_store32, KP_RELAXED, KP_ACQUIRE, KP_RELEASE,
-                             KP_ACQ_REL)
+from kpark.c_atomic cimport (kp_load32, kp_cas32, kp_fetch_or32, kp_fetch_and32, kp_store32,
+                             KP_RELAXED, KP_ACQUIRE, KP_RELEASE, KP_ACQ_REL)
 from kpark.c_wait cimport (timespec, kp_wait, kp_wake_all, kp_deadline_passed,
-                           kp_wait_init, KP_WAIT_TIMEDOUT, KP_BACKEND_NAME)
+                           KP_WAIT_TIMEDOUT, KP_BACKEND_NAME)
 from kpark.c_sched cimport (kp_pin_self, kp_name_self, kp_block_async_signals,
                             kp_current_get, kp_current_set)
-from kpark.waiting cimport (check_timeout, deadline_from_timeout, wait_step, note_main_thread,
-                            configure_spins, kp_spin_budget, kp_spin_while_equal,
-                            kp_gil_released, kp_before_gil, kp_gil_epoch,
-                            kp_this_cpu)
-from cpython.pycapsule cimport PyCapsule_New
+from kpark.c_spin cimport (kp_spin_budget, kp_spin_while_equal, kp_gil_released,
+                           kp_before_gil, kp_this_cpu)
+from kpark.waiting cimport check_timeout, deadline_from_timeout, wait_step
 
 import os as _os
-import threading as _threading
 
 BACKEND = KP_BACKEND_NAME.decode()
 
@@ -116,18 +115,20 @@ cdef enum:
     FLAG_MASK   = 0xFFFF
     MAX_CPU     = 0xFFFE
 
-kp_wait_init()
-configure_spins()
-# The GIL-release epoch (waiting.pxd) is this module's; kpark._completion shares it.
-_GIL_EPOCH = PyCapsule_New(kp_gil_epoch, "kpark.gil_epoch", NULL)
-note_main_thread(_threading.main_thread().ident)
-if hasattr(_os, "register_at_fork"):
-    _os.register_at_fork(
-        after_in_child=lambda: note_main_thread(_threading.get_ident()))
+#: The bits of KCore.word by name (the enum above), for tests and debugging.
+BITS = {
+    "SHOULD_STOP": SHOULD_STOP, "SHOULD_PARK": SHOULD_PARK, "WAKE": WAKE,
+    "SLEEPING": SLEEPING, "PARKED": PARKED, "WOKEN": WOKEN, "STARTED": STARTED,
+    "EXITED": EXITED, "WAITERS": WAITERS, "PER_CPU": PER_CPU, "PARKABLE": PARKABLE,
+    "REPIN": REPIN,
+}
 
 
 class ThreadExitedError(RuntimeError):
     """The KThread has exited, so it cannot be parked (kthread_park: -ENOSYS)."""
+
+
+ThreadExitedError.__module__ = "kpark"   # its public name, not kpark._native
 
 
 # model: cpu_of
@@ -528,10 +529,6 @@ cdef class KCore:
     @property
     def exited(self):
         return (kp_load32(&self.word, KP_ACQUIRE) & EXITED) != 0
-
-    @property
-    def woken(self):
-        return (kp_load32(&self.word, KP_ACQUIRE) & WOKEN) != 0
 
     @property
     def cpu(self):
