@@ -31,7 +31,7 @@ import kpark
 from kpark.bench.runner import SpecResult
 from kpark.bench.suite import Spec, Target
 
-__all__ = ["CpuShare", "machine_info", "build_rows", "document", "format_table", "format_markdown",
+__all__ = ["CpuShare", "machine_info", "build_rows", "document", "format_table",
            "format_machine",
            "format_value", "ROW_KEYS"]
 
@@ -255,15 +255,6 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
 
     out = [line(head), line(["-" * w for w in widths])]
     out += [line(r) for r in body]
-    return "\n".join(out)
-
-
-def format_markdown(rows: List[Dict[str, Any]]) -> str:
-    """The same table in Markdown (README)."""
-    head, body = _table_rows(rows)
-    out = ["| " + " | ".join(head) + " |",
-           "|" + "|".join("---:" if i in (2, 3, 4, 5) else "---" for i in range(len(head))) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(out)
 
 
