@@ -49,11 +49,8 @@ from kpark import (KThread, create_on_cpu, current, parkme, schedule,
 from kpark._kcore import idle
 from kpark.executor import PerCPUExecutor
 
-from conftest import (allowed_cpus, assert_stays, spawn, task_state, wait_asleep,
-                      wait_for)
-
-#: The bounded wait used to check that something does not happen.
-QUIET = 0.2
+from conftest import allowed_cpus, spawn
+from helpers import assert_stays, task_state, wait_asleep, wait_for, where
 
 #: Deadline for what must happen (the machine is small and shared).
 LONG = 10.0
@@ -185,14 +182,16 @@ class Idler:
 # ---------------------------------------------------------------------------
 
 def test_bit_values_match_the_source():
-    pyx = Path(_kcore.__file__).with_name("_kcore.pyx")
-    if not pyx.exists():
-        pytest.skip(f"no {pyx.name} next to the extension")
-    enum = dict(re.findall(r"^\s+([A-Z_]+)\s*=\s*1\s*<<\s*(\d+)\s*$",
-                           pyx.read_text(), flags=re.M))
+    # The installed build's bits (kpark._kcore.BITS, what the tests below
+    # decode) against the enum of the checkout's source: never skipped, and
+    # it fails on a build that is older than the source, too.
+    pyx = Path(__file__).resolve().parent.parent / "src" / "kpark" / "_kcore.pyx"
+    enum = {name: 1 << int(shift) for name, shift in
+            re.findall(r"^\s+([A-Z_]+)\s*=\s*1\s*<<\s*(\d+)\s*$", pyx.read_text(), flags=re.M)}
+    assert enum, f"no bit enum found in {pyx}"
+    assert _kcore.BITS == enum
     for name, value in _BITS.items():
-        assert name in enum, f"{name} not in the cdef enum of {pyx}"
-        assert 1 << int(enum[name]) == value, name
+        assert _kcore.BITS[name] == value, name
 
 
 @pytest.mark.timeout(30)
@@ -839,11 +838,6 @@ def test_stress_no_lost_wakeup_and_no_work_while_parked():
 # ---------------------------------------------------------------------------
 # R9: PerCPUExecutor relies on idle()
 # ---------------------------------------------------------------------------
-
-def where() -> tuple:
-    k = current()
-    return (k.cpu if k is not None else None), frozenset(os.sched_getaffinity(0))
-
 
 def one_cpu_executor(cpu: int) -> PerCPUExecutor:
     ex = PerCPUExecutor(cpus=[cpu])

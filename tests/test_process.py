@@ -31,8 +31,7 @@ import pytest
 
 import kpark
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "scripts"))
-from proc_state import main_asleep  # noqa: E402
+from helpers import main_asleep
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts")
 

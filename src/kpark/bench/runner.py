@@ -176,14 +176,15 @@ def c_round_trip(quick: bool, cpus: Sequence[int]) -> Dict[str, Any]:
 REPEATS = 3
 
 
-def gil_floor(quick: bool) -> Optional[Tuple[float, float]]:
+def gil_floor(quick: bool) -> Optional[Tuple[float, float, float]]:
     """kpark.bench._limit.gil_pingpong: the least a hand-off between Python threads
-    costs.  Returns (µs per round trip, best median of REPEATS runs; its ratio
-    to the C limit), or None on one CPU.
+    costs.  Returns (GIL floor µs per round trip, the C ping-pong µs measured
+    right beside it, their ratio), or None on one CPU.
 
-    The ratio is the median of REPEATS ratios, each to a C ping-pong taken
-    right beside it: where the host puts the two vCPUs changes both numbers
-    several-fold and can change between two benchmarks of one run.
+    Of REPEATS (floor, C) pairs, the one with the median ratio: where the
+    host puts the two vCPUs changes both numbers several-fold and can change
+    between two benchmarks of one run, so a floor is only compared with the
+    C figure taken beside it, and the three numbers returned divide.
     """
     lim = _limit
     if len(os.sched_getaffinity(0)) < 2:
@@ -194,8 +195,9 @@ def gil_floor(quick: bool) -> Optional[Tuple[float, float]]:
         floor = statistics.median(lim.gil_pingpong(samples, batch, 1000))
         c = statistics.median(lim.pingpong(samples, batch, 1000))
         pairs.append((floor, c))
-    best = min(floor for floor, _ in pairs)
-    return best * 1e6, statistics.median(floor / c for floor, c in pairs)
+    pairs.sort(key=lambda p: p[0] / p[1])
+    floor, c = pairs[len(pairs) // 2]
+    return floor * 1e6, c * 1e6, floor / c
 
 
 def bytecode_per_side() -> float:
@@ -256,7 +258,8 @@ def run_specs(specs: Sequence[Spec], quick: bool, progress: Optional[Progress] =
             # The GIL floor: the same hand-off between two Python threads with
             # no bytecode at all; what the GIL alone costs on top of C.
             result.detail["gil_floor"] = measured[0] if measured else None
-            result.detail["gil_floor_vs_c_limit"] = measured[1] if measured else None
+            result.detail["gil_floor_c_beside"] = measured[1] if measured else None
+            result.detail["gil_floor_vs_c_limit"] = measured[2] if measured else None
             result.detail["bytecode_per_side"] = side
         else:
             busy = busy_context(spec)
