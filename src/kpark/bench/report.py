@@ -275,14 +275,26 @@ def format_table(rows: List[Dict[str, Any]], width: Optional[int] = None) -> str
         return "  ".join(c.rjust(w) if i in right else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
+    def total(widths: List[int]) -> int:
+        return sum(widths) + 2 * (len(widths) - 1)
+
     widths = widths_of([head, *body])
-    if width is not None and sum(widths) + 2 * (len(widths) - 1) > width:
-        room = max(len(head[-1]), 6, width - sum(widths[:-1]) - 2 * (len(widths) - 1))
+    if width is not None and total(widths) > width:
+        # First the target texts move to the legend ...
+        room = max(len(head[-1]), 6, width - total(widths[:-1]) - 2)
         for r in body:
             if len(r[-1]) > room:
                 legend.append(f"[{len(legend) + 1}] {r[1]}: {r[-1]}")
                 r[-1] = f"[{len(legend)}]"
         widths = widths_of([head, *body])
+        # ... then long titles are cut (the number names the row).
+        over = total(widths) - width
+        if over > 0:
+            keep = max(len(head[1]), 12, widths[1] - over)
+            for r in body:
+                if len(r[1]) > keep:
+                    r[1] = r[1][:keep - 1] + "…"
+            widths = widths_of([head, *body])
     out = [line(head, widths), line(["-" * w for w in widths], widths)]
     out += [line(r, widths) for r in body]
     for note in legend:
