@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import faulthandler
+import functools
 import os
 import sys
 import threading
@@ -107,6 +108,7 @@ def _stop_kthreads_after_test(monkeypatch: pytest.MonkeyPatch):
     created: List[kpark.thread.KThread] = []
     orig_init = kpark.thread.KThread.__init__
 
+    @functools.wraps(orig_init)    # inspect.signature(KThread) stays the real one
     def recording_init(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         created.append(self)
         orig_init(self, *args, **kwargs)

@@ -1,4 +1,4 @@
-"""Process-level semantics of the kpark core (issue 2, semantics 14-17).
+"""Process-level semantics of the kpark core: signals, fork, exit, leaks.
 
 14  Blocking calls made from the main thread (park, stop, join,
     Completion.wait, start) raise KeyboardInterrupt within 100 ms of a SIGINT

@@ -1,4 +1,4 @@
-"""Subprocess payload for tests/test_process.py (issue 2, semantics 16).
+"""Subprocess payload for tests/test_process.py (semantics 16).
 
     python exit_child.py MODE
 

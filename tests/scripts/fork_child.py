@@ -1,4 +1,4 @@
-"""Subprocess payload for tests/test_process.py (issue 2, semantics 15).
+"""Subprocess payload for tests/test_process.py (semantics 15).
 
     python fork_child.py FORKER FORKS
 

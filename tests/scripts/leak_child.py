@@ -1,4 +1,4 @@
-"""Subprocess payload for tests/test_process.py (issue 2, semantics 17).
+"""Subprocess payload for tests/test_process.py (semantics 17).
 
     python leak_child.py CYCLES WARMUP
 

@@ -1,4 +1,4 @@
-"""Subprocess payload for tests/test_process.py (issue 2, semantics 14).
+"""Subprocess payload for tests/test_process.py (semantics 14).
 
     python sigint_child.py CALL SENDER TIMED REPS
 

@@ -166,19 +166,25 @@ def bench(quick: bool = False, json_path: Optional[str] = None,
             bar.close()
     doc = document(results, "quick" if quick else "full", machine, started,
                    time.perf_counter() - t0, share.other_percent())
-    print(f"kpark bench ({doc['mode']}, {doc['seconds']:.1f} s) on "
-          f"{format_machine(doc['machine'])}", file=out)
     width = _columns() if out.isatty() else None
+
+    def say(text: str, stream: TextIO = out) -> None:
+        w = _columns() if stream.isatty() else None
+        print("\n".join(textwrap.wrap(text, w, subsequent_indent="  ")) if w else text,
+              file=stream)
+
+    say(f"kpark bench ({doc['mode']}, {doc['seconds']:.1f} s) on "
+        f"{format_machine(doc['machine'])}")
     print(format_table(doc["benchmarks"], width), file=out)
     for text in ("ratio: times better than the best pure-threading baseline (> 1: kpark "
                  "wins); C limit: the same hand-off in C, no Python, no GIL "
                  "(`python -m kpark bench --help` explains each benchmark and term).",
                  *_floor_lines(doc["benchmarks"])):
-        print("\n".join(textwrap.wrap(text, width or 10 ** 6)), file=out)
+        say(text)
     other = doc["machine"]["other_cpu_percent"]
     if other is not None and other >= NOISY_PERCENT:
-        print(f"warning: other processes used {other:g}% of the CPUs during this run; "
-              "its numbers are not those of a quiet machine", file=err)
+        say(f"warning: other processes used {other:g}% of the CPUs during this run; "
+            "its numbers are not those of a quiet machine", err)
     if json_path is not None:
         text = json.dumps(doc, indent=2, ensure_ascii=False)
         if json_path == "-":
