@@ -349,3 +349,20 @@ def test_map_items_may_wait_for_each_other(make: Callable[..., cf.Executor]) -> 
 
     with make(max_workers=n) as ex:
         assert list(ex.map(fn, range(n))) == list(range(n))
+
+
+@BOTH
+def test_map_items_cancelled_by_shutdown_raise_cancelled_error(
+        make: Callable[..., cf.Executor]) -> None:
+    ran: List[int] = []
+    ex = make(max_workers=1)
+    b = Blocker()
+    ex.submit(b)
+    assert b.started.wait(10)
+    it = ex.map(ran.append, range(10))  # all queued behind the blocker
+    ex.shutdown(wait=False, cancel_futures=True)
+    b.release.set()
+    with pytest.raises(cf.CancelledError):
+        next(it)
+    ex.shutdown(wait=True)
+    assert ran == []

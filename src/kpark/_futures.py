@@ -14,6 +14,7 @@ from time import monotonic as _monotonic
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from kpark._completion import Completion
+from kpark._flags import Flags
 
 __all__: List[str] = []
 
@@ -46,7 +47,10 @@ class _Future(Future):  # type: ignore[type-arg]
     kept unchanged.
     """
 
-    __slots__ = ("_lock", "_cond", "_done_event")
+    # Slots for the base class's attributes too: no instance dict is made
+    # (the base class has none of its own, so one appears only if asked).
+    __slots__ = ("_lock", "_cond", "_done_event", "_state", "_result", "_exception",
+                 "_waiter_list", "_done_callbacks")
 
     def __init__(self) -> None:  # no super().__init__(): it builds the Condition
         self._lock = _RLock()
@@ -55,8 +59,53 @@ class _Future(Future):  # type: ignore[type-arg]
         self._state = _PENDING
         self._result: Any = None
         self._exception: Optional[BaseException] = None
-        self._waiters: List[Any] = []
-        self._done_callbacks: List[Callable[[Future[Any]], object]] = []
+        # Both made on first use: most futures never get a waiter or callback.
+        self._waiter_list: Optional[List[Any]] = None
+        self._done_callbacks: Any = ()  # the base's _invoke_callbacks iterates it
+
+    @property
+    def _waiters(self) -> List[Any]:  # type: ignore[override]
+        # The base class's wait()/as_completed() append and remove waiters
+        # holding `_condition`, i.e. our lock, as do we when we read them.
+        w = self._waiter_list
+        if w is None:
+            w = self._waiter_list = []
+        return w
+
+    def _run(self, ctx: Any, fn: Callable[..., Any], args: Tuple[Any, ...],
+             kwargs: Dict[str, Any]) -> None:
+        """A worker's whole use of the future: ctx.run(fn, ...) unless cancelled.
+
+        set_running_or_notify_cancel(), the call, then set_result() or
+        set_exception(), folded into one method for the executor's hot path.
+        RuntimeError (logged, as the stdlib) if the future was not pending.
+        """
+        lock = self._lock
+        lock.acquire()
+        if self._state != _PENDING:
+            lock.release()
+            if not self.set_running_or_notify_cancel():  # cancelled: notify
+                return
+            raise AssertionError("unreachable")  # pragma: no cover  (it raised)
+        self._state = _RUNNING
+        lock.release()
+        try:
+            result = ctx.run(fn, *args, **kwargs)
+        except BaseException as exc:
+            self.set_exception(exc)
+            del exc  # no frame cycle through the traceback
+            return
+        with lock:
+            self._result = result
+            self._state = _FINISHED
+            if self._waiter_list:
+                for waiter in self._waiter_list:
+                    waiter.add_result(self)
+            if self._cond is not None:
+                self._cond.notify_all()
+        self._done_event.complete_all()
+        if self._done_callbacks:
+            self._invoke_callbacks()  # type: ignore[attr-defined]  # the stdlib's
 
     @property
     def _condition(self) -> threading.Condition:  # type: ignore[override]
@@ -97,7 +146,10 @@ class _Future(Future):  # type: ignore[type-arg]
     def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
         with self._lock:
             if self._state not in _DONE_STATES:
-                self._done_callbacks.append(fn)
+                if self._done_callbacks:
+                    self._done_callbacks.append(fn)
+                else:
+                    self._done_callbacks = [fn]
                 return
         try:
             fn(self)
@@ -151,7 +203,7 @@ class _Future(Future):  # type: ignore[type-arg]
                 return True
             if state == _CANCELLED:
                 self._state = _CANCELLED_AND_NOTIFIED
-                for waiter in self._waiters:
+                for waiter in self._waiter_list or ():
                     waiter.add_cancelled(self)
                 return False
             _LOGGER.critical("Future %s in unexpected state: %s", id(self), state)
@@ -163,7 +215,7 @@ class _Future(Future):  # type: ignore[type-arg]
                 raise _base.InvalidStateError(f"{self._state}: {self!r}")
             self._result = result
             self._state = _FINISHED
-            for waiter in self._waiters:
+            for waiter in self._waiter_list or ():
                 waiter.add_result(self)
             self._finish()
         self._done_event.complete_all()
@@ -176,12 +228,95 @@ class _Future(Future):  # type: ignore[type-arg]
                 raise _base.InvalidStateError(f"{self._state}: {self!r}")
             self._exception = exception
             self._state = _FINISHED
-            for waiter in self._waiters:
+            for waiter in self._waiter_list or ():
                 waiter.add_exception(self)
             self._finish()
         self._done_event.complete_all()
         if self._done_callbacks:
             self._invoke_callbacks()  # type: ignore[attr-defined]  # the stdlib's
+
+
+class _MapTask:
+    """One item of a per-item map(): a future that only map()'s iterator sees.
+
+    No lock: bit 0 of `_claim` is taken exactly once (an atomic
+    test_and_set_bit), by the worker that runs the item or by cancel();
+    the loser does nothing.  The winner writes `_value`/`_exc`/`_cancelled`
+    and then calls `_done.complete_all()`, whose release pairs with the
+    acquire of the iterator's `_done.wait()`, so the iterator sees them.
+    The executor treats it as a future: _run(), set_running_or_notify_cancel(),
+    set_exception() and cancel().
+    """
+
+    __slots__ = ("_claim", "_done", "_value", "_exc", "_cancelled")
+
+    def __init__(self) -> None:
+        self._claim = Flags()
+        self._done = Completion()
+        self._exc: Optional[BaseException] = None
+        self._cancelled = False
+
+    def _run(self, ctx: Any, fn: Callable[..., Any], args: Tuple[Any, ...],
+             kwargs: Dict[str, Any]) -> None:
+        """Run the item in `ctx` unless it was cancelled (a worker calls this)."""
+        if self._claim.test_and_set_bit(0):
+            return  # cancelled before it started
+        try:
+            self._value = ctx.run(fn, *args, **kwargs)
+        except BaseException as exc:
+            self._exc = exc
+            del exc
+        self._done.complete_all()
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """Claim the item: True if it may run, False if it was cancelled."""
+        return not self._claim.test_and_set_bit(0)
+
+    def set_exception(self, exc: BaseException) -> None:
+        """Finish a claimed item with `exc` (the executor, when broken)."""
+        self._exc = exc
+        self._done.complete_all()
+
+    def cancel(self) -> bool:
+        """Cancel the item unless it started; True if it is cancelled now."""
+        if self._claim.test_and_set_bit(0):
+            return self._cancelled
+        self._cancelled = True
+        self._done.complete_all()
+        return True
+
+
+def _map_task_results(ts: List[_MapTask], end_time: Optional[float]) -> Iterator[Any]:
+    """The iterator of a per-item map(): waits for each item in order.
+
+    As the stdlib's: TimeoutError once `end_time` passed; leaving early (an
+    exception, a timeout, close()) cancels every item not started.
+    """
+    try:
+        ts.reverse()
+        while ts:
+            t = ts.pop()  # no reference to an item we are done with
+            timeout = None
+            if end_time is not None:
+                timeout = end_time - _monotonic()
+                if not timeout > 0:  # negative or NaN: no wait, as the stdlib
+                    timeout = 0.0
+            if not t._done.wait(timeout):
+                t.cancel()
+                raise _base.TimeoutError()
+            if t._cancelled:
+                raise _base.CancelledError()
+            exc = t._exc
+            if exc is not None:
+                try:
+                    raise exc
+                finally:
+                    exc = t = None  # type: ignore[assignment]  # no cycle
+            yield t._value
+            del t
+    finally:
+        for t in ts:
+            t.cancel()
 
 
 def _run_chunk(fn: Callable[..., Any], chunk: List[Tuple[Any, ...]]
@@ -206,7 +341,10 @@ def _result_or_cancel(f: "Future[Any]", timeout: Optional[float]) -> Any:
     try:
         return f.result(timeout)
     finally:
-        f.cancel()  # after a timeout: the stdlib's map cancels it too
+        # After a timeout the stdlib's map cancels it too.  A done state is
+        # final, so a done future needs no cancel (nor its lock).
+        if f._state not in _DONE_STATES:
+            f.cancel()
         del f
 
 

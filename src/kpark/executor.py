@@ -31,7 +31,8 @@ from time import monotonic as _monotonic
 from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator,
                     List, Optional, Tuple, TypeVar)
 
-from kpark._futures import _LOGGER, _Future, _map_results, _run_chunk
+from kpark._futures import (_LOGGER, _Future, _map_results, _map_task_results, _MapTask,
+                            _run_chunk)
 from kpark._kcore import current, should_park, should_stop, this_cpu
 from kpark.percpu import CPUs, PerCPUThreads, _normalize_cpus, _spread
 from kpark.thread import KThread
@@ -47,7 +48,9 @@ if TYPE_CHECKING:
 __all__ = ["PerCPUExecutor", "ExecutorThreads"]
 
 _T = TypeVar("_T")
-_Item = Tuple["Future[Any]", Context, Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
+# A queued task: (its future: a _Future, or a _MapTask for map()'s own items,
+# the context to run in, fn, args, kwargs).
+_Item = Tuple[Any, Context, Callable[..., Any], Tuple[Any, ...], Dict[str, Any]]
 
 #: Seconds between re-checks while shutdown waits for the queues to drain;
 #: workers signal every transition to idle, so this is only a safety net.
@@ -193,7 +196,7 @@ class PerCPUExecutor(ThreadPoolExecutor):
         # ThreadPoolExecutor's attributes, with their meaning there.
         self._max_workers = max_workers
         self._thread_name_prefix = thread_name_prefix or f"PerCPUExecutor-{next(_counter)}"
-        self._initializer = initializer
+        self._initializer = initializer  # type: ignore[assignment]  # stub: -> None
         self._initargs = initargs
         self._broken: Any = False
         self._shutdown = False
@@ -236,7 +239,7 @@ class PerCPUExecutor(ThreadPoolExecutor):
         """
         if self._shutdown or self._broken:
             self._refuse()
-        f: Future[_T] = _Future()
+        f = _Future()
         item: _Item = (f, copy_context(), fn, args, kwargs)
         w = self._pick()
         if w is None:
@@ -268,7 +271,7 @@ class PerCPUExecutor(ThreadPoolExecutor):
             raise AssertionError("unreachable")  # pragma: no cover
         if self._shutdown or self._broken:
             self._refuse()
-        f: Future[_T] = _Future()
+        f = _Future()
         q.pinned.append((f, copy_context(), fn, args, kwargs))
         self._wake_queue(q)
         if self._shutdown or self._broken:
@@ -299,29 +302,36 @@ class PerCPUExecutor(ThreadPoolExecutor):
             raise ValueError("chunksize must be >= 1.")
         end_time = None if timeout is None else timeout + _monotonic()
         if chunksize == 1:
-            fs = self._submit_many(fn, list(zip(*iterables)))
-        else:
-            items = list(zip(*iterables))
-            fs = self._submit_many(_run_chunk, [(fn, items[i:i + chunksize])
-                                                for i in range(0, len(items), chunksize)])
-            del items
-        return _map_results(fs, chunksize > 1, end_time)
+            ts = self._submit_many(_MapTask, fn, list(zip(*iterables)))
+            return _map_task_results(ts, end_time)
+        items = list(zip(*iterables))
+        fs = self._submit_many(_Future, _run_chunk, [(fn, items[i:i + chunksize])
+                                                     for i in range(0, len(items), chunksize)])
+        del items
+        return _map_results(fs, True, end_time)
 
-    def _submit_many(self, fn: Callable[..., Any], calls: List[Tuple[Any, ...]]
-                     ) -> "List[Future[Any]]":
-        """submit(fn, *args) for every args of `calls`, queued in one batch."""
+    def _submit_many(self, kind: Callable[[], Any], fn: Callable[..., Any],
+                     calls: List[Tuple[Any, ...]]) -> List[Any]:
+        """submit(fn, *args) for every args of `calls`, queued in one batch,
+        with futures of type `kind` (_MapTask: only map()'s iterator sees them)."""
         if self._shutdown or self._broken:
             self._refuse()
-        fs: List[Future[Any]] = []
+        fs: List[Any] = []
         queues = self._online_q
-        if not queues:
-            return [self.submit(fn, *args) for args in calls]
+        if not queues:  # no CPU online: each waits as an orphan
+            for args in calls:
+                f = kind()
+                fs.append(f)
+                self._orphan((f, copy_context(), fn, args, _NO_KWARGS))
+            if self._shutdown or self._broken:
+                self._late(fs)
+            return fs
         batch: List[List[_Item]] = [[] for _ in queues]
         n = len(queues)
         start = next(self._rr)
         append = fs.append
         for i, args in enumerate(calls):
-            f = _Future()
+            f = kind()
             append(f)
             batch[(start + i) % n].append((f, copy_context(), fn, args, _NO_KWARGS))
         for q, items in zip(queues, batch):
@@ -340,7 +350,7 @@ class PerCPUExecutor(ThreadPoolExecutor):
             raise BrokenThreadPool(self._broken)
         raise RuntimeError("cannot schedule new futures after shutdown")
 
-    def _late(self, fs: "List[Future[Any]]") -> None:
+    def _late(self, fs: List[Any]) -> None:
         # shutdown() or a failed initializer came while we queued `fs`.
         if self._broken:
             self._fail_queued()  # the workers may all be gone to sleep
@@ -499,24 +509,15 @@ class PerCPUExecutor(ThreadPoolExecutor):
             f, ctx, fn, args, kwargs = item
             del item
             try:
-                run = f.set_running_or_notify_cancel()
+                if self._broken:
+                    if f.set_running_or_notify_cancel():
+                        f.set_exception(BrokenThreadPool(self._broken))
+                else:
+                    f._run(ctx, fn, args, kwargs)
             except RuntimeError:
                 # The caller set it running itself: as the stdlib, fn does
                 # not run and the future stays as it is (the worker survives).
                 _LOGGER.critical("Exception in worker", exc_info=True)
-                run = False
-            if run:
-                if self._broken:
-                    f.set_exception(BrokenThreadPool(self._broken))
-                else:
-                    try:
-                        result = ctx.run(fn, *args, **kwargs)
-                    except BaseException as exc:
-                        f.set_exception(exc)
-                        del exc  # no frame cycle through the traceback
-                    else:
-                        f.set_result(result)
-                        del result
             del f, ctx, fn, args, kwargs
             # Back to the smpboot loop between tasks when parked or stopped:
             # offline() lets the running task finish, then the worker parks.

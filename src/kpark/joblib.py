@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Optional
 
-import joblib
-from joblib._parallel_backends import ParallelBackendBase
+import joblib  # type: ignore[import-untyped]
+from joblib._parallel_backends import ParallelBackendBase  # type: ignore[import-untyped]
 
 from kpark.executor import PerCPUExecutor
 from kpark.percpu import CPUs, _normalize_cpus
@@ -24,7 +24,7 @@ from kpark.percpu import CPUs, _normalize_cpus
 __all__ = ["PerCPUBackend"]
 
 
-class PerCPUBackend(ParallelBackendBase):
+class PerCPUBackend(ParallelBackendBase):  # type: ignore[misc]
     """joblib's backend API over a PerCPUExecutor of n_jobs pinned workers.
 
     One executor per Parallel call (made in configure(), shut down in
