@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from functools import partial
 import weakref
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,7 +34,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterato
 
 from kpark._futures import (_LOGGER, _Future, _map_results, _map_task_results, _MapTask,
                             _run_chunk)
-from kpark._kcore import current, should_park, should_stop, this_cpu
+from kpark._kcore import should_park, should_stop, this_cpu
 from kpark.percpu import CPUs, PerCPUThreads, _normalize_cpus, _spread
 from kpark.thread import KThread
 
@@ -84,6 +85,10 @@ class _Worker:
         self.listed = False      # it is on the executor's idle list
 
 
+def _per_worker(cpu: int) -> None:
+    raise AssertionError("each worker runs its own callbacks (_thread_callbacks)")
+
+
 class _Workers(PerCPUThreads):
     """The executor's PerCPUThreads: idle workers park in place (every queue
     push is followed by wake()); the hotplug hooks keep the queues in step."""
@@ -96,16 +101,18 @@ class _Workers(PerCPUThreads):
         self._ex = ex
         self._prefix = prefix
         setup = ex._init_worker if ex._initializer is not None else None
-        super().__init__(ex._thread_fn, ex._should_run, setup=setup, cpus=cpus,
+        super().__init__(_per_worker, _per_worker, setup=setup, cpus=cpus,
                          nthreads=nthreads)
 
     def _thread_name(self, cpu: int, index: int) -> str:
         return f"{self._prefix}_{index}/cpu{cpu}"
 
-    def _smpboot_fn(self, slot: Any) -> None:
-        # First thing in the new thread: tell the executor which worker we are.
-        self._ex._worker_of[current()] = self._ex._workers[slot.index]
-        super()._smpboot_fn(slot)
+    def _thread_callbacks(self, index: int) -> Tuple[Callable[[int], object],
+                                                     Callable[[int], object]]:
+        # Each worker's callbacks know their worker: no lookup per call.
+        ex = self._ex
+        w = ex._workers[index]
+        return partial(ex._thread_fn, w), partial(ex._should_run, w)
 
     def _veto_offline(self, cpus: List[int], remaining: frozenset[int]) -> Optional[str]:
         return self._ex._veto_offline(cpus, remaining)
@@ -211,7 +218,6 @@ class PerCPUExecutor(ThreadPoolExecutor):
         self._all = tuple(q for q in self._all if q.workers)
         self._queues = {q.cpu: q for q in self._all}
         self._route()
-        self._worker_of: Dict[Optional[KThread], _Worker] = {}
         self._idle: Deque[_Worker] = deque()
         self._orphans: Deque[_Item] = deque()  # unpinned work while no CPU is online
         self._rr = itertools.count()
@@ -456,8 +462,7 @@ class PerCPUExecutor(ThreadPoolExecutor):
                                 "is not usable anymore")
             self._fail_queued()
 
-    def _should_run(self, cpu: int) -> bool:
-        w = self._worker_of[current()]
+    def _should_run(self, w: _Worker, cpu: int) -> bool:
         q = w.q
         # Idle before the checks: a producer that queues work after them
         # sees it and wakes us, and idle() keeps that wake.
@@ -477,8 +482,7 @@ class PerCPUExecutor(ThreadPoolExecutor):
             self._drained.set()
         return False
 
-    def _thread_fn(self, cpu: int) -> None:
-        w = self._worker_of[current()]
+    def _thread_fn(self, w: _Worker, cpu: int) -> None:
         w.idle = False
         q = w.q
         pinned = q.pinned

@@ -255,6 +255,12 @@ class PerCPUThreads:
             for k in made:
                 k.unpark()
 
+    def _thread_callbacks(self, index: int) -> Tuple[Callable[[int], object],
+                                                     Callable[[int], object]]:
+        """Hook: (thread_fn, thread_should_run) for thread `index`; called in
+        that thread when it starts.  Default: the constructor's two."""
+        return self._thread_fn, self._thread_should_run
+
     def _thread_name(self, cpu: int, index: int) -> str:
         """Hook: the name of thread `index` (0 up), on `cpu`; called by the constructor.
 
@@ -268,8 +274,7 @@ class PerCPUThreads:
     def _smpboot_fn(self, slot: _Slot) -> None:
         """The smpboot loop; runs in the CPU's KThread until it is stopped."""
         cpu = slot.cpu
-        thread_fn = self._thread_fn
-        should_run = self._thread_should_run
+        thread_fn, should_run = self._thread_callbacks(slot.index)
         while True:
             # Module globals looked up each time: tests substitute them.
             if should_stop():
