@@ -542,8 +542,8 @@ class PerCPUExecutor(ThreadPoolExecutor):
     def _route(self) -> None:
         # _online_q first: whoever sees a queue's online flag change also
         # sees the new tuples.
-        self._online_q: Tuple[_Queue, ...] = tuple(q for q in self._all if q.online)
-        self._online_w: Tuple[_Worker, ...] = tuple(w for w in self._workers if w.q.online)
+        self._online_q: Tuple[_Queue, ...] = tuple([q for q in self._all if q.online])
+        self._online_w: Tuple[_Worker, ...] = tuple([w for w in self._workers if w.q.online])
 
     def _could_strand(self) -> bool:
         if not self._shutdown:
@@ -558,8 +558,8 @@ class PerCPUExecutor(ThreadPoolExecutor):
 
     def _close_queues(self, cpus: List[int]) -> None:
         qs = [self._queues[c] for c in cpus]
-        self._online_q = tuple(q for q in self._online_q if q not in qs)
-        self._online_w = tuple(w for w in self._online_w if w.q not in qs)
+        self._online_q = tuple([q for q in self._online_q if q not in qs])
+        self._online_w = tuple([w for w in self._online_w if w.q not in qs])
         for q in qs:
             q.online = False
 
@@ -576,7 +576,11 @@ class PerCPUExecutor(ThreadPoolExecutor):
         self._route()
         if self._orphans:
             self._flush_orphans()
-        stealable = any(v.shared for v in self._all)
+        stealable = False
+        for v in self._all:
+            if v.shared:
+                stealable = True
+                break
         for q in qs:
             for w in q.workers:
                 # A worker parked in place stays asleep through online(), so

@@ -508,7 +508,8 @@ class PerCPUThreads:
         self._check_caller("offline")
         with self._lock:
             self._check_open()
-            self._auto_offline.difference_update(targets)
+            if self._auto_offline:
+                self._auto_offline.difference_update(targets)
             self._hotplug_locked(targets, up=False, force=force)
         self._report()
 
@@ -523,7 +524,8 @@ class PerCPUThreads:
         self._check_caller("online")
         with self._lock:
             self._check_open()
-            self._auto_offline.difference_update(targets)
+            if self._auto_offline:
+                self._auto_offline.difference_update(targets)
             self._hotplug_locked(targets, up=True)
         self._report()
 
