@@ -193,7 +193,7 @@ SPECS: Tuple[Spec, ...] = (
          targets=(Target("speedup", 2, T.ThreadPoolSubmit.label),),
          note="submit(fn).result(), trivial fn"),
     Spec("5", "map_throughput", "map throughput", "tasks/s", _map,
-         targets=(Target("speedup", 2, T.ThreadPoolMap.label),),
+         targets=(Target("speedup", 5, T.ThreadPoolMap.label),),
          budget=(1.5, 8.0), min_samples=(2, 5), max_batch=1,
          note="list(ex.map(fn, range(N))), trivial fn, one task per item"),
     Spec("6", "flag_ops", "flag ops", "ns", _flags,
