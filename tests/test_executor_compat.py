@@ -196,6 +196,11 @@ def test_failing_initializer_breaks_the_executor(make: Callable[..., cf.Executor
         wait_for(lambda: ex._broken, msg="executor broken")
         with pytest.raises(BrokenThreadPool):
             ex.submit(int)
+        with pytest.raises(BrokenThreadPool):
+            ex.map(int, ["1"])
+        if isinstance(ex, PerCPUExecutor):
+            with pytest.raises(BrokenThreadPool):
+                ex.submit_on(ex.cpus[0], int)
         ex.shutdown(wait=True)
     assert any("Exception in initializer" in r.message for r in caplog.records)
     assert isinstance(ex._broken, str)
