@@ -332,17 +332,17 @@ class PerCPUExecutor(ThreadPoolExecutor):
             if self._shutdown or self._broken:
                 self._late(fs)
             return fs
-        batch: List[List[_Item]] = [[] for _ in queues]
+        fs = [kind() for _ in calls]
+        items = [(f, copy_context(), fn, args, _NO_KWARGS) for f, args in zip(fs, calls)]
         n = len(queues)
         start = next(self._rr)
-        append = fs.append
-        for i, args in enumerate(calls):
-            f = kind()
-            append(f)
-            batch[(start + i) % n].append((f, copy_context(), fn, args, _NO_KWARGS))
-        for q, items in zip(queues, batch):
-            if items:
-                q.shared.extend(items)
+        # Item i to queue (start + i) % n: dealt out, so that results come
+        # back in order from all workers at once.
+        for j in range(n):
+            share = items[(j - start) % n::n]
+            q = queues[j]
+            if share:
+                q.shared.extend(share)
                 for w in q.workers:
                     w.thread.wake()
                 if not q.online:
