@@ -371,3 +371,18 @@ def test_map_items_cancelled_by_shutdown_raise_cancelled_error(
         next(it)
     ex.shutdown(wait=True)
     assert ran == []
+
+
+def test_an_idle_worker_runs_what_was_queued_behind_a_busy_one() -> None:
+    # Tasks that wait for a task they submit: fine while some worker is
+    # idle, wherever the new task was queued (submit and a one-item map).
+    n = 2 * len(CPUS)
+    with PerCPUExecutor(max_workers=n) as ex:
+        def parent(i: int) -> int:
+            if i % 2:
+                return ex.submit(abs, -i).result(20)
+            return list(ex.map(abs, [-i]))[0]
+
+        for _ in range(50):
+            fs = [ex.submit(parent, i) for i in range(n // 2)]
+            assert [f.result(30) for f in fs] == list(range(n // 2))

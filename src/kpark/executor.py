@@ -247,15 +247,26 @@ class PerCPUExecutor(ThreadPoolExecutor):
             self._refuse()
         f = _Future()
         item: _Item = (f, copy_context(), fn, args, kwargs)
-        w = self._pick()
-        if w is None:
-            self._orphan(item)
-        else:
+        w = self._pick_idle()
+        if w is not None:
             q = w.q
             q.shared.append(item)
             w.thread.wake()
             if not q.online:  # went offline meanwhile: move its work on
                 self._rescue(q)
+        else:
+            online = self._online_w
+            if not online:
+                self._orphan(item)
+            else:
+                w = online[next(self._rr) % len(online)]
+                q = w.q
+                q.shared.append(item)
+                w.thread.wake()
+                if self._idle:
+                    self._wake_idle()
+                if not q.online:
+                    self._rescue(q)
         if self._shutdown or self._broken:
             self._late([f])
         return f
@@ -347,6 +358,10 @@ class PerCPUExecutor(ThreadPoolExecutor):
                     w.thread.wake()
                 if not q.online:
                     self._rescue(q)
+        # Idle workers of CPUs that got no share (fewer items than CPUs, or
+        # listed meanwhile) steal from the others.
+        for _ in range(len(self._idle)):
+            self._wake_idle()
         if self._shutdown or self._broken:
             self._late(fs)
         return fs
@@ -367,7 +382,16 @@ class PerCPUExecutor(ThreadPoolExecutor):
         if cancelled:
             raise RuntimeError("cannot schedule new futures after shutdown")
 
-    def _pick(self) -> Optional[_Worker]:
+    def _wake_idle(self) -> None:
+        # We queued for a busy worker, but one went idle meanwhile: it
+        # listed itself and then looked at the queues, perhaps before our
+        # append.  Wake it to steal the task rather than leave it waiting.
+        v = self._pop_idle()
+        if v is not None:
+            v.thread.wake()
+
+    def _pick_idle(self) -> Optional[_Worker]:
+        """An idle worker for a new task, or None (then: round robin)."""
         w = self._pop_idle()
         if w is not None:
             if w.q.cpu != this_cpu():
@@ -380,9 +404,6 @@ class PerCPUExecutor(ThreadPoolExecutor):
             w.listed = True
             self._idle.append(w)
             return other
-        online = self._online_w
-        if online:
-            return online[next(self._rr) % len(online)]
         return None
 
     def _pop_idle(self) -> Optional[_Worker]:
@@ -414,6 +435,8 @@ class PerCPUExecutor(ThreadPoolExecutor):
     def _push(self, q: _Queue, item: _Item) -> None:
         q.shared.append(item)
         self._wake_queue(q)
+        if self._idle:
+            self._wake_idle()
         if not q.online:
             self._rescue(q)
 
@@ -468,18 +491,28 @@ class PerCPUExecutor(ThreadPoolExecutor):
         # sees it and wakes us, and idle() keeps that wake.
         w.idle = True
         if not self._broken:
-            if q.pinned or q.shared:
+            if self._has_work(q):
                 w.idle = False
                 return True
-            for v in self._all:
-                if v.shared:
-                    w.idle = False
-                    return True  # something to steal
         if not w.listed:
             w.listed = True
             self._idle.append(w)
+            # Listed, then look again: a submitter that found no idle
+            # worker either queued its task before this look or sees us
+            # listed after its append (and wakes us).
+            if not self._broken and self._has_work(q):
+                w.idle = False
+                return True
         if self._shutdown:
             self._drained.set()
+        return False
+
+    def _has_work(self, q: _Queue) -> bool:
+        if q.pinned or q.shared:
+            return True
+        for v in self._all:
+            if v.shared:
+                return True  # something to steal
         return False
 
     def _thread_fn(self, w: _Worker, cpu: int) -> None:
