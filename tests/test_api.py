@@ -8,7 +8,6 @@ for a method and "#### `Class.member`" for a property or attribute.
 from __future__ import annotations
 
 import ast
-import concurrent.futures
 import inspect
 import re
 from pathlib import Path
@@ -113,12 +112,6 @@ def public_members(cls: type) -> List[str]:
     return [k for k in vars(cls) if not k.startswith("_")]
 
 
-def is_future_executor(cls: type) -> bool:
-    # PerCPUExecutor is becoming a ThreadPoolExecutor subclass with its
-    # signature; until then only the part both signatures share is compared.
-    return issubclass(cls, concurrent.futures.ThreadPoolExecutor)
-
-
 def test_the_names_are_the_public_names() -> None:
     names, _ = entries()
     documented = {n for n in names if not n.startswith("kpark.kthread.")}
@@ -135,9 +128,6 @@ def test_each_class_lists_exactly_its_members() -> None:
             continue
         doc = set(members.get(name, {}))
         code = set(public_members(obj))
-        if name == "PerCPUExecutor" and not is_future_executor(obj):
-            assert doc >= code, sorted(code - doc)
-            continue
         assert doc == code, f"{name}: documented {sorted(doc - code)} are not members; " \
                             f"members {sorted(code - doc)} are not documented"
         for member, sig in members[name].items():
@@ -165,16 +155,10 @@ def test_signatures_match_the_code_and_the_stubs() -> None:
             continue
         want = expected_params(qual, obj)
         got = params_of_text(sig)
-        if name == "PerCPUExecutor" and not is_future_executor(obj):
-            assert ("cpus", "KEYWORD_ONLY", "None") in got
-            assert any(p[0] == "cpus" for p in want)
-            continue
         assert got == want, f"{name}{sig}: the code says {want}"
         checked += 1
         for member, msig in members.get(name, {}).items():
             if msig is None:
-                continue
-            if name == "PerCPUExecutor" and not is_future_executor(obj):
                 continue
             mobj = getattr(obj, member)
             want = expected_params(f"{qual}.{member}", mobj)
