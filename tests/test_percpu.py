@@ -582,6 +582,25 @@ def test_nthreads_spreads_threads_over_the_cpus_in_order() -> None:
     for bad, err in ((0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)):
         with pytest.raises(err):
             PerCPUThreads(rec.thread_fn, rec.should_run, nthreads=bad)  # type: ignore[arg-type]
+    # Fewer threads than CPUs would leave a CPU of the pool with no thread
+    # (on one CPU, nthreads >= 1 always covers it).
+    for fewer in range(1, len(CPUS)):
+        with pytest.raises(ValueError, match="at least the number of CPUs"):
+            PerCPUThreads(rec.thread_fn, rec.should_run, cpus=CPUS, nthreads=fewer)
+
+
+def test_refused_follow_affinity_call_keeps_the_running_watcher() -> None:
+    rec = Recorder()
+    with PerCPUThreads(rec.thread_fn, rec.should_run, cpus=CPUS, thread_comm=comm()) as pool:
+        pool.follow_affinity(interval=30.0)
+        watcher = pool._watcher
+        assert watcher is not None
+        for bad, err in (("1", TypeError), (-1.0, ValueError)):
+            with pytest.raises(err):
+                pool.follow_affinity(bad)  # type: ignore[arg-type]
+        assert pool._watcher is watcher and watcher.thread.is_alive()
+        pool.follow_affinity(None)
+        assert pool._watcher is None
 
 
 class HookedPool(PerCPUThreads):

@@ -120,8 +120,11 @@ def _spread(cpus: List[int], nthreads: Optional[int]) -> List[int]:
         return list(cpus)
     if isinstance(nthreads, bool) or not isinstance(nthreads, int):
         raise TypeError(f"nthreads must be an int, got {type(nthreads).__name__}")
-    if nthreads <= 0:
-        raise ValueError("nthreads must be greater than 0")
+    if nthreads < len(cpus):
+        # Every CPU of the pool has a thread: hotplug, wake() and thread()
+        # take any of its CPUs.
+        raise ValueError(f"nthreads must be at least the number of CPUs ({len(cpus)}), "
+                         f"got {nthreads}")
     return [cpus[i % len(cpus)] for i in range(nthreads)]
 
 
@@ -591,11 +594,14 @@ class PerCPUThreads:
         seconds in a watcher thread; `None` stops watching.  Only CPUs the
         watcher parked are brought back; offline()/online() by hand win.
         """
+        # Arguments and caller first: a refused call leaves the running
+        # watcher as it was.
+        if interval is not None:
+            interval = _check_interval(interval)
+        self._check_caller("follow_affinity")
         self._stop_watcher()
         if interval is None:
             return
-        interval = _check_interval(interval)
-        self._check_caller("follow_affinity")
         self._check_open()
         self._sync_affinity()
         self._watcher = _AffinityWatcher(self._sync_affinity, interval,
