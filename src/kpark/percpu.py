@@ -120,11 +120,8 @@ def _spread(cpus: List[int], nthreads: Optional[int]) -> List[int]:
         return list(cpus)
     if isinstance(nthreads, bool) or not isinstance(nthreads, int):
         raise TypeError(f"nthreads must be an int, got {type(nthreads).__name__}")
-    if nthreads < len(cpus):
-        # Every CPU of the pool has a thread: hotplug, wake() and thread()
-        # take any of its CPUs.
-        raise ValueError(f"nthreads must be at least the number of CPUs ({len(cpus)}), "
-                         f"got {nthreads}")
+    if nthreads <= 0:
+        raise ValueError("nthreads must be greater than 0")
     return [cpus[i % len(cpus)] for i in range(nthreads)]
 
 
@@ -208,6 +205,11 @@ class PerCPUThreads:
             raise TypeError(f"thread_comm must be a str, got {type(thread_comm).__name__}")
         cpu_list = _normalize_cpus(cpus)
         placement = _spread(cpu_list, nthreads)
+        if len(placement) < len(cpu_list):
+            # Every CPU of the pool has a thread: hotplug, wake() and thread()
+            # take any of its CPUs.
+            raise ValueError(f"nthreads must be at least the number of CPUs "
+                             f"({len(cpu_list)}), got {nthreads}")
         self._thread_comm = thread_comm
         self._thread_fn = thread_fn
         self._thread_should_run = thread_should_run
