@@ -3,10 +3,9 @@
 - Every KThread a test creates is stopped when the test ends (autouse), so a
   failing test does not leave threads behind for the next one; a KThread
   that does not exit within STOP_GRACE seconds of stop() fails the test.
-- wait_for() polls a state that must eventually hold and fails with a clear
-  message if it does not: tests synchronise on observable state, they never
-  "sleep and hope".
-- task_state()/task_comm() read /proc/self/task/<tid>/{stat,comm}.
+- The helpers the tests and the child scripts share (wait_for, assert_stays,
+  task_state, kloop, ...) live in tests/helpers.py; they are re-exported
+  here for the test modules that import them from conftest.
 - A hang watchdog: pytest-timeout fires from Python code (its signal handler
   or its timer thread), so it cannot end a test whose threads deadlock while
   one of them holds the GIL; faulthandler's watchdog is a C thread, so it
@@ -15,22 +14,20 @@
 from __future__ import annotations
 
 import faulthandler
+import functools
 import os
 import sys
 import threading
-import time
 from typing import Any, Callable, List, Optional
 
 import pytest
 
 import kpark.thread
+from helpers import (DEFAULT_WAIT, QUIET, assert_stays, asleep, task_comm,  # noqa: F401
+                     task_stat, task_state, wait_asleep, wait_for, where)
 
 #: How long the teardown waits for each leftover KThread to exit after stop().
 STOP_GRACE = 10.0
-
-#: Default deadline for states that must eventually hold.  Generous: the test
-#: machine is small and shared.
-DEFAULT_WAIT = 10.0
 
 
 #: Seconds the hang watchdog allows beyond a test's pytest-timeout.
@@ -91,90 +88,6 @@ def _hang_watchdog(request: pytest.FixtureRequest):
         faulthandler.cancel_dump_traceback_later()
 
 
-#: Default length of the bounded wait in assert_stays().
-QUIET = 0.2
-
-
-def assert_stays(predicate: Callable[[], Any], what: str, duration: float = QUIET) -> None:
-    """Check a condition now and during a bounded wait (for "X must not
-    happen": each check can fail, and the last one is at `duration`)."""
-    end = time.monotonic() + duration
-    while True:
-        assert predicate(), what
-        if time.monotonic() >= end:
-            break
-        time.sleep(0.01)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = DEFAULT_WAIT,
-             msg: str = "", interval: float = 0.001) -> Any:
-    """Poll `predicate` until it returns a true value; return that value.
-
-    Fails the test with `msg` (and the predicate's name) if it does not hold
-    within `timeout` seconds.  The predicate is evaluated once more after the
-    deadline, so a slow machine only makes the wait longer, never wrong.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            value = predicate()
-            if value:
-                return value
-            what = msg or getattr(predicate, "__name__", repr(predicate))
-            pytest.fail(f"condition did not hold within {timeout} s: {what}",
-                        pytrace=True)
-        time.sleep(interval)
-        interval = min(interval * 2, 0.02)
-
-
-def task_stat(native_id: int) -> Optional[List[str]]:
-    """The fields of /proc/self/task/<tid>/stat after the comm, or None if gone."""
-    try:
-        with open(f"/proc/self/task/{native_id}/stat", "rb") as f:
-            raw = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # "tid (comm) S ppid ..."; comm may hold spaces and parentheses.
-    rest = raw[raw.rindex(b")") + 2:]
-    return rest.decode("ascii").split()
-
-
-def task_state(native_id: int) -> Optional[str]:
-    """The scheduler state letter of a thread of this process ('R', 'S', ...),
-    or None once the thread is gone."""
-    fields = task_stat(native_id)
-    return None if fields is None else fields[0]
-
-
-def task_comm(native_id: int) -> bytes:
-    """The OS thread name, /proc/self/task/<tid>/comm, without the newline."""
-    with open(f"/proc/self/task/{native_id}/comm", "rb") as f:
-        return f.read().rstrip(b"\n")
-
-
-def wait_asleep(native_id: int, settle: float = 0.05,
-                timeout: float = DEFAULT_WAIT, msg: str = "") -> None:
-    """Wait until the thread is asleep ('S') and stays so for `settle` seconds.
-
-    The settle period (spent without the GIL) lets a thread that was merely
-    waiting for the GIL take it and move on, so a thread that is still 'S'
-    afterwards is blocked in a real wait, not in the GIL hand-off.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        wait_for(lambda: task_state(native_id) == "S",
-                 timeout=max(0.0, deadline - time.monotonic()),
-                 msg=msg or f"thread {native_id} asleep (state S)")
-        time.sleep(settle)
-        if task_state(native_id) == "S":
-            return
-        if time.monotonic() >= deadline:
-            pytest.fail(f"thread {native_id} did not stay asleep: {msg}")
-
-
 def allowed_cpus() -> List[int]:
     return sorted(os.sched_getaffinity(0))
 
@@ -195,6 +108,7 @@ def _stop_kthreads_after_test(monkeypatch: pytest.MonkeyPatch):
     created: List[kpark.thread.KThread] = []
     orig_init = kpark.thread.KThread.__init__
 
+    @functools.wraps(orig_init)    # inspect.signature(KThread) stays the real one
     def recording_init(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         created.append(self)
         orig_init(self, *args, **kwargs)

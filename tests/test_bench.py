@@ -1,4 +1,4 @@
-"""`python -m kpark bench` (issue 4): the CLI, its JSON, the C-limit helper.
+"""`python -m kpark bench`: the CLI, its JSON, the C-limit helper.
 
 Fast smoke tests: one small benchmark in --quick mode, plus the pieces that
 turn numbers into ratios and verdicts, checked on numbers made up here (so a
@@ -165,6 +165,111 @@ def test_table_scales_units() -> None:
     assert report.format_value(None, "µs") == "—"
 
 
+def test_ratio_spread_brackets_the_ratio() -> None:
+    ping, mapped, _ = report.build_rows(_fake_results())
+    for row in (ping, mapped):
+        s = row["detail"]["ratio_spread"]
+        assert s["p10"] <= row["ratio"] <= s["p90"], (row["name"], s)
+    # _side's samples: p10 = 0.9x, p90 = 5x the median; time units: the
+    # ratio is baseline / kpark, worst pairing kpark p90 vs baseline p10.
+    assert ping["detail"]["ratio_spread"]["p10"] == pytest.approx(1.5 * 0.9 / 5.0)
+    assert ping["detail"]["ratio_spread"]["p90"] == pytest.approx(1.5 * 5.0 / 0.9)
+
+
+# ---------------------------------------------------------------- fitting a terminal
+
+def _wide_rows() -> List[Dict[str, Any]]:
+    rows = report.build_rows(_fake_results())
+    rows[0]["target_met"] = False
+    rows[0]["targets"] = [{"target": f">= {n}x threading.Something.very_long_name", "met": False}
+                          for n in range(6)]
+    return rows
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_table_fits_the_terminal_with_a_legend(width: int) -> None:
+    text = report.format_table(_wide_rows(), width)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width, text
+    assert "[1]" in lines[2]                          # the row points to its note
+    legend = "\n".join(lines[2 + 3:])
+    assert "[1] wake ping-pong: missed: >= 0x threading" in legend.replace("\n    ", " ")
+    # Without a width the target stays in its column.
+    assert "[1]" not in report.format_table(_wide_rows())
+
+
+def test_progress_line_never_wraps(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("COLUMNS", "50")
+    out = Tty()
+    bar = cli._ProgressLine(out)
+    bar(0.5, "x" * 200)
+    bar(0.75, "short")
+    bar.close()
+    updates = out.getvalue().split("\r")
+    assert max(len(u) for u in updates) <= 49, updates
+    assert updates[-1] == "" and updates[-2].strip() == ""   # cleared at the end
+
+
+def test_floor_line_figures_divide_as_printed() -> None:
+    rows = [{"name": "c_limit", "detail": {"gil_floor": 51.234, "gil_floor_c_beside": 3.2468,
+                                           "gil_floor_vs_c_limit": 15.78}}]
+    (line,) = cli._floor_lines(rows)
+    import re
+    floor, ratio, c = (float(x) for x in re.match(
+        r"GIL floor: ([\d.]+) µs per round trip = ([\d.]+)x the ([\d.]+) µs C", line).groups())
+    assert ratio == pytest.approx(floor / c, rel=5e-3), line
+
+
+def test_version_and_help_explain_the_terms(capsys: pytest.CaptureFixture[str]) -> None:
+    import kpark
+    for argv in (["--version"], ["bench", "--version"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 0
+        assert capsys.readouterr().out.strip() == (
+            f"kpark {kpark.__version__} ({kpark.BACKEND} backend)")
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    text = capsys.readouterr().out
+    for term in ("C limit", "GIL floor", "spin", "ratio", "noisy"):
+        assert f"\n  {term}" in text, term
+    for spec in suite.SPECS:
+        assert f" {spec.name}: " in text, spec.name
+
+
+def test_plot_marks_a_noisy_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    from kpark.bench import plot
+    import matplotlib.axes
+    titles: List[str] = []
+    bars: List[Any] = []
+    orig_title, orig_barh = matplotlib.axes.Axes.set_title, matplotlib.axes.Axes.barh
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda self, t, **k: titles.append(t) or orig_title(self, t, **k))
+    monkeypatch.setattr(matplotlib.axes.Axes, "barh",
+                        lambda self, y, w, **k: bars.append((list(w), k.get("left")))
+                        or orig_barh(self, y, w, **k))
+    doc = {"kpark": "0", "mode": "quick",
+           "machine": {"cpu_model": "CPU", "cpus": 2, "python": "3", "gil": "GIL",
+                       "backend": "futex", "other_cpu_percent": 40.0},
+           "benchmarks": report.build_rows(_fake_results())}
+    plot.plot_ratios(doc, str(tmp_path / "chart.png"))
+    assert "NOISY" in titles[-1]
+    widths, left = bars[-1]
+    assert left == 1.0                                  # bars start at 1x
+    ratios = sorted(r["ratio"] for r in doc["benchmarks"] if r["ratio"] is not None)
+    assert sorted(w + 1.0 for w in widths) == pytest.approx(ratios)
+    doc["machine"]["other_cpu_percent"] = 1.0
+    plot.plot_ratios(doc, str(tmp_path / "chart.png"))
+    assert "NOISY" not in titles[-1]
+
+
 # ---------------------------------------------------------------- the CI floor
 
 def _floor(tmp_path: Path, rows: List[Dict[str, Any]]) -> "subprocess.CompletedProcess[str]":
@@ -193,7 +298,7 @@ def test_check_floor_passes_and_fails_on_the_three_ratios(tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def limit() -> Any:
-    from kpark import _limit
+    from kpark.bench import _limit
     return _limit
 
 

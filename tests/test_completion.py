@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from helpers import task_state
+
 from kpark import Completion
 
 # Generous bounds: the machine is shared with other test runs.
@@ -20,12 +22,7 @@ SLACK = 2.0
 
 # ---- helpers -------------------------------------------------------------------------
 
-def _thread_state(native_id):
-    try:
-        with open(f"/proc/self/task/{native_id}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
+_thread_state = task_state
 
 
 def _settle_asleep(threads, timeout=5.0):

@@ -1,4 +1,4 @@
-"""kpark.PerCPUExecutor (issue 3, parts 2 and 3)."""
+"""kpark.PerCPUExecutor: placement, hotplug, shutdown, asyncio, random interleavings."""
 from __future__ import annotations
 
 import asyncio
@@ -117,8 +117,8 @@ def test_context_manager_runs_everything_queued() -> None:
 def test_worker_names_and_one_thread_per_cpu() -> None:
     with PerCPUExecutor(thread_name_prefix="xq%") as ex:
         assert ex.cpus == tuple(CPUS) and ex.online_cpus == frozenset(CPUS)
-        for cpu in CPUS:
-            assert ex.threads.thread(cpu).name == f"xq%/{cpu}"
+        for i, cpu in enumerate(CPUS):
+            assert ex.threads.thread(cpu).name == f"xq%_{i}/cpu{cpu}"
     with pytest.raises(ValueError, match="4096"):
         PerCPUExecutor(cpus=[4096])
 

@@ -1,6 +1,6 @@
-"""PerCPUExecutor's fast Future and chunked map() (issue 4: executor speed).
+"""PerCPUExecutor's fast Future and its map(), per item and chunked.
 
-The executor's futures are kpark.executor._Future: a concurrent.futures.Future
+The executor's futures are kpark._futures._Future: a concurrent.futures.Future
 whose Condition is made only on demand and whose waits block on a
 kpark.Completion.  Everything that works with a stdlib Future must keep
 working: isinstance, callbacks, wait()/as_completed(), asyncio.wrap_future.
@@ -17,7 +17,9 @@ from typing import Callable, Any, List
 
 import pytest
 
-from kpark.executor import PerCPUExecutor, _Future
+from conftest import wait_asleep, wait_for
+from kpark._futures import _Future
+from kpark.executor import PerCPUExecutor
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -100,7 +102,7 @@ def test_a_blocked_result_is_released_by_set_result_and_by_cancel() -> None:
 
         t = threading.Thread(target=waiter)
         t.start()
-        time.sleep(0.05)  # let it block (the test holds either way)
+        wait_asleep(t.native_id, msg="result() blocked")  # type: ignore[arg-type]
         if finish == "result":
             f.set_running_or_notify_cancel()
             f.set_result(42)
@@ -122,10 +124,8 @@ def test_base_class_waits_on_the_lazy_condition_are_notified() -> None:
     got: List[Any] = []
     t = threading.Thread(target=lambda: got.append(cf.Future.result(f, 30)))
     t.start()
-    deadline = time.monotonic() + 10
-    while f._cond is None and time.monotonic() < deadline:
-        time.sleep(0.001)
-    time.sleep(0.02)
+    wait_for(lambda: f._cond is not None, msg="the base class asked for the Condition")
+    wait_asleep(t.native_id, msg="blocked in Condition.wait")  # type: ignore[arg-type]
     f.set_running_or_notify_cancel()
     f.set_result("base")
     t.join(10)
@@ -198,7 +198,8 @@ def test_as_completed_yields_cancelled_futures(ex: PerCPUExecutor) -> None:
     got: List[Any] = []
     t = threading.Thread(target=lambda: got.extend(cf.as_completed(queued, timeout=20)))
     t.start()
-    time.sleep(0.05)
+    # as_completed() installed its waiter on every future: it is waiting.
+    wait_for(lambda: all(f._waiters for f in queued), msg="as_completed waiting")
     for f in queued:
         assert f.cancel()
     for g in gates:
@@ -258,26 +259,38 @@ def test_results_from_many_threads_at_once(ex: PerCPUExecutor) -> None:
 
 # ---------------------------------------------------------------- map()
 
-def test_map_chunks_items_unless_told_otherwise(ex: PerCPUExecutor) -> None:
-    calls: List[int] = []
-    real = ex.submit
+def test_map_runs_each_item_as_its_own_task_unless_chunked(ex: PerCPUExecutor) -> None:
+    def who(i: int) -> Any:
+        return i, threading.get_ident()
 
-    def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return real(fn, *args, **kwargs)
+    # Chunked: items of one chunk run one after another on one worker.
+    got = list(ex.map(who, range(100), chunksize=30))
+    assert [i for i, _ in got] == list(range(100))
+    for start in range(0, 100, 30):
+        assert len({t for _, t in got[start:start + 30]}) == 1, start
+    # Per item (the default, and chunksize=None or 1): the items of a
+    # blocked worker's share are not stuck behind it; another worker runs
+    # them (checked below with a task that blocks until all others ran).
+    for chunksize in (1, None):
+        done = threading.Event()
+        left = [99]
+        lock = threading.Lock()
 
-    ex.submit = counting  # type: ignore[method-assign]
-    try:
-        assert list(ex.map(abs, range(-5000, 5000))) == [abs(i) for i in range(-5000, 5000)]
-        assert 1 < len(calls) < 200, f"{len(calls)} tasks for 10000 items"
-        calls.clear()
-        assert list(ex.map(abs, range(-50, 50), chunksize=1)) == [abs(i) for i in range(-50, 50)]
-        assert len(calls) == 100
-        calls.clear()
-        assert list(ex.map(abs, range(100), chunksize=30)) == list(range(100))
-        assert len(calls) == 4
-    finally:
-        del ex.submit
+        def fn(i: int) -> int:
+            if i == 0:
+                assert done.wait(30), "items queued behind a blocked one never ran"
+                return 0
+            with lock:
+                left[0] -= 1
+                if left[0] == 0:
+                    done.set()
+            return i
+
+        if len(CPUS) < 2:
+            with PerCPUExecutor(max_workers=2) as two:
+                assert list(two.map(fn, range(100), chunksize=chunksize)) == list(range(100))
+        else:
+            assert list(ex.map(fn, range(100), chunksize=chunksize)) == list(range(100))
 
 
 def test_map_semantics_zip_empty_and_bad_chunksize(ex: PerCPUExecutor) -> None:

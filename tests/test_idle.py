@@ -49,34 +49,19 @@ from kpark import (KThread, create_on_cpu, current, parkme, schedule,
 from kpark._kcore import idle
 from kpark.executor import PerCPUExecutor
 
-from conftest import (allowed_cpus, assert_stays, spawn, task_state, wait_asleep,
-                      wait_for)
-
-#: The bounded wait used to check that something does not happen.
-QUIET = 0.2
+from conftest import allowed_cpus, spawn
+from helpers import assert_stays, task_state, wait_asleep, wait_for, where
 
 #: Deadline for what must happen (the machine is small and shared).
 LONG = 10.0
 
-# The bits of KCore.word (the cdef enum in src/kpark/_kcore.pyx; checked
-# against the source by test_bit_values_match_the_source).
-SHOULD_STOP = 1 << 0
-SHOULD_PARK = 1 << 1
-WAKE = 1 << 2
-SLEEPING = 1 << 3
-PARKED = 1 << 4
-WOKEN = 1 << 5
-STARTED = 1 << 6
-EXITED = 1 << 7
-WAITERS = 1 << 8
-PER_CPU = 1 << 9
-PARKABLE = 1 << 10
-REPIN = 1 << 11
-
-_BITS = dict(SHOULD_STOP=SHOULD_STOP, SHOULD_PARK=SHOULD_PARK, WAKE=WAKE,
-             SLEEPING=SLEEPING, PARKED=PARKED, WOKEN=WOKEN, STARTED=STARTED,
-             EXITED=EXITED, WAITERS=WAITERS, PER_CPU=PER_CPU,
-             PARKABLE=PARKABLE, REPIN=REPIN)
+# The bits of the word, from the installed build (test_bit_values_match_the_source
+# checks them against the checkout's _kcore.pyx).
+_BITS = dict(_kcore.BITS)
+(SHOULD_STOP, SHOULD_PARK, WAKE, SLEEPING, PARKED, WOKEN, STARTED, EXITED, WAITERS,
+ PER_CPU, PARKABLE, REPIN) = (_BITS[name] for name in (
+    "SHOULD_STOP", "SHOULD_PARK", "WAKE", "SLEEPING", "PARKED", "WOKEN", "STARTED",
+    "EXITED", "WAITERS", "PER_CPU", "PARKABLE", "REPIN"))
 
 
 def bits(word: int) -> str:
@@ -185,14 +170,14 @@ class Idler:
 # ---------------------------------------------------------------------------
 
 def test_bit_values_match_the_source():
-    pyx = Path(_kcore.__file__).with_name("_kcore.pyx")
-    if not pyx.exists():
-        pytest.skip(f"no {pyx.name} next to the extension")
-    enum = dict(re.findall(r"^\s+([A-Z_]+)\s*=\s*1\s*<<\s*(\d+)\s*$",
-                           pyx.read_text(), flags=re.M))
-    for name, value in _BITS.items():
-        assert name in enum, f"{name} not in the cdef enum of {pyx}"
-        assert 1 << int(enum[name]) == value, name
+    # The installed build's bits (kpark._kcore.BITS, what the tests below
+    # decode) against the enum of the checkout's source: never skipped, and
+    # it fails on a build that is older than the source, too.
+    pyx = Path(__file__).resolve().parent.parent / "src" / "kpark" / "_kcore.pyx"
+    enum = {name: 1 << int(shift) for name, shift in
+            re.findall(r"^\s+([A-Z_]+)\s*=\s*1\s*<<\s*(\d+)\s*$", pyx.read_text(), flags=re.M)}
+    assert enum, f"no bit enum found in {pyx}"
+    assert _kcore.BITS == enum
 
 
 @pytest.mark.timeout(30)
@@ -839,11 +824,6 @@ def test_stress_no_lost_wakeup_and_no_work_while_parked():
 # ---------------------------------------------------------------------------
 # R9: PerCPUExecutor relies on idle()
 # ---------------------------------------------------------------------------
-
-def where() -> tuple:
-    k = current()
-    return (k.cpu if k is not None else None), frozenset(os.sched_getaffinity(0))
-
 
 def one_cpu_executor(cpu: int) -> PerCPUExecutor:
     ex = PerCPUExecutor(cpus=[cpu])

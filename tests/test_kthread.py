@@ -1,4 +1,5 @@
-"""kpark.KThread: semantics 1-13 of issue 2, and the public API surface.
+"""kpark.KThread: its semantics, rules 1-13 (each a section below, its tests
+named test_semNN_*), and the public API surface.
 
 Tests synchronise on observable state (is_parked, started, Events, the
 /proc task state) and poll with deadlines for what must eventually hold.

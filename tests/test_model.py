@@ -1,6 +1,6 @@
 """Differential stress test: real KThreads against tests/reference_model.py.
 
-Issue 5, part 3.  A hypothesis RuleBasedStateMachine drives three KThreads
+A hypothesis RuleBasedStateMachine drives three KThreads
 (two plain ones and one per-CPU one from create_on_cpu) and a PerCPUThreads
 pool from TWO long-lived controller threads, and after every step compares
 what it saw with the reference model of docs/semantics.md.

@@ -1,4 +1,4 @@
-"""kpark.PerCPUThreads: the smpboot model (issue 3, part 1 and 3)."""
+"""kpark.PerCPUThreads: the smpboot model."""
 from __future__ import annotations
 
 import itertools
@@ -502,11 +502,26 @@ def test_parse_cpu_list() -> None:
     assert available_cpus() <= frozenset(os.sched_getaffinity(os.getpid()))
 
 
-def test_follow_affinity_keeps_allowed_cpus_online() -> None:
+def counting_available_cpus(monkeypatch: pytest.MonkeyPatch) -> List[int]:
+    """Count the pool's affinity syncs (each calls percpu.available_cpus)."""
+    count = [0]
+    real = percpu.available_cpus
+
+    def counting() -> frozenset[int]:
+        count[0] += 1
+        return real()
+
+    monkeypatch.setattr(percpu, "available_cpus", counting)
+    return count
+
+
+def test_follow_affinity_keeps_allowed_cpus_online(monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder()
+    syncs = counting_available_cpus(monkeypatch)
     with PerCPUThreads(rec.thread_fn, rec.should_run, thread_comm=comm()) as pool:
         pool.follow_affinity(interval=0.02)
-        time.sleep(0.1)
+        # The watcher itself synced (twice: the first may predate our look).
+        wait_for(lambda: syncs[0] >= 3, what="the watcher synced")
         assert pool.online_cpus == frozenset(CPUS) & available_cpus()
         with pytest.raises(ValueError):
             pool.follow_affinity(interval=0)
@@ -514,7 +529,8 @@ def test_follow_affinity_keeps_allowed_cpus_online() -> None:
 
 
 @TWO
-def test_follow_affinity_parks_dropped_cpu_and_unparks_it_back() -> None:
+def test_follow_affinity_parks_dropped_cpu_and_unparks_it_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder()
     gone = CPUS[-1]
     main_tid = os.getpid()
@@ -538,6 +554,114 @@ def test_follow_affinity_parks_dropped_cpu_and_unparks_it_back() -> None:
         wait_for(lambda: rec.ran.get(gone) == 1, what="runs again")
         # A CPU taken offline by hand stays offline whatever the affinity.
         pool.offline(gone)
-        time.sleep(0.1)
-        assert gone not in pool.online_cpus
+        syncs = counting_available_cpus(monkeypatch)
+        wait_for(lambda: syncs[0] >= 2, what="the watcher synced after offline()")
+        assert gone not in pool.online_cpus and pool.thread(gone).is_parked
     assert pool.errors == []
+
+
+# ---------------------------------------------------------------- several threads per CPU
+
+def test_nthreads_spreads_threads_over_the_cpus_in_order() -> None:
+    rec = Recorder()
+    n = 2 * len(CPUS) + 1
+    with PerCPUThreads(rec.thread_fn, rec.should_run, cpus=CPUS, nthreads=n,
+                       thread_comm=comm(), **rec.kwargs()) as pool:
+        for i, cpu in enumerate(CPUS):
+            ks = pool.threads_of(cpu)
+            assert len(ks) == len(range(i, n, len(CPUS))) and pool.thread(cpu) is ks[0]
+            assert all(k.cpu == cpu and os.sched_getaffinity(k.native_id) == {cpu} for k in ks)
+        wait_for(lambda: sum(e[0] == "setup" for e in rec.events) == n, what="setup per thread")
+        cpu = CPUS[-1]
+        pool.offline(cpu)
+        assert all(k.is_parked for k in pool.threads_of(cpu))
+        assert [e for e in rec.per_cpu(cpu) if e[0] == "park"] == [("park", cpu)] * len(
+            pool.threads_of(cpu))
+        pool.online(cpu)
+        wait_for(lambda: not any(k.is_parked for k in pool.threads_of(cpu)), what="unparked")
+    for bad, err in ((0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(err):
+            PerCPUThreads(rec.thread_fn, rec.should_run, nthreads=bad)  # type: ignore[arg-type]
+    # Fewer threads than CPUs would leave a CPU of the pool with no thread
+    # (on one CPU, nthreads >= 1 always covers it).
+    for fewer in range(1, len(CPUS)):
+        with pytest.raises(ValueError, match="at least the number of CPUs"):
+            PerCPUThreads(rec.thread_fn, rec.should_run, cpus=CPUS, nthreads=fewer)
+
+
+def test_refused_follow_affinity_call_keeps_the_running_watcher() -> None:
+    rec = Recorder()
+    with PerCPUThreads(rec.thread_fn, rec.should_run, cpus=CPUS, thread_comm=comm()) as pool:
+        pool.follow_affinity(interval=30.0)
+        watcher = pool._watcher
+        assert watcher is not None
+        for bad, err in (("1", TypeError), (-1.0, ValueError)):
+            with pytest.raises(err):
+                pool.follow_affinity(bad)  # type: ignore[arg-type]
+        assert pool._watcher is watcher and watcher.thread.is_alive()
+        pool.follow_affinity(None)
+        assert pool._watcher is None
+
+
+class HookedPool(PerCPUThreads):
+    """Logs every hotplug hook call; vetoes offlining the last online CPU."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.calls: List[Tuple[Any, ...]] = []
+        super().__init__(*args, **kwargs)
+
+    def _veto_offline(self, cpus: List[int], remaining: frozenset) -> Any:
+        self.calls.append(("veto", list(cpus), sorted(remaining)))
+        return None if remaining else "would leave no CPU online"
+
+    def _going_offline(self, cpus: List[int]) -> None:
+        self.calls.append(("going", list(cpus), all(not k.is_parked for c in cpus
+                                                    for k in self.threads_of(c))))
+
+    def _gone_offline(self, cpus: List[int]) -> None:
+        self.calls.append(("gone", list(cpus), all(k.is_parked for c in cpus
+                                                   for k in self.threads_of(c)),
+                           not set(cpus) & self.online_cpus))
+
+    def _came_online(self, cpus: List[int]) -> None:
+        self.calls.append(("came", list(cpus), set(cpus) <= self.online_cpus))
+
+    def _closing(self) -> None:
+        self.calls.append(("closing", self.closed))
+
+
+def test_hotplug_hooks_see_every_change_once_in_order() -> None:
+    rec = Recorder()
+    with HookedPool(rec.thread_fn, rec.should_run, thread_comm=comm()) as pool:
+        with pytest.raises(RuntimeError, match="no CPU online"):
+            pool.offline(CPUS)
+        assert pool.online_cpus == frozenset(CPUS)
+        assert pool.calls == [("veto", CPUS[::-1], [])]
+        pool.calls.clear()
+        pool.offline(CPUS, force=True)  # force: the veto is not asked
+        pool.offline(CPUS)              # nothing left to change: no hook
+        pool.online(CPUS[0])
+        pool.online(CPUS[0])
+        assert pool.calls == [("going", CPUS[::-1], True), ("gone", CPUS[::-1], True, True),
+                              ("came", [CPUS[0]], True)]
+        pool.calls.clear()
+    assert pool.calls == [("closing", False)]
+
+
+def test_a_raising_closing_hook_leaves_the_pool_open_for_a_retry() -> None:
+    rec = Recorder()
+
+    class Failing(PerCPUThreads):
+        fail = True
+
+        def _closing(self) -> None:
+            if self.fail:
+                raise KeyboardInterrupt
+
+    pool = Failing(rec.thread_fn, rec.should_run, thread_comm=comm())
+    with pytest.raises(KeyboardInterrupt):
+        pool.close()
+    assert not pool.closed and pool.online_cpus == frozenset(CPUS)
+    pool.fail = False
+    pool.close()
+    assert pool.closed and not any(pool.thread(c).is_alive() for c in CPUS)

@@ -1,4 +1,4 @@
-"""Process-level semantics of the kpark core (issue 2, semantics 14-17).
+"""Process-level semantics of the kpark core: signals, fork, exit, leaks.
 
 14  Blocking calls made from the main thread (park, stop, join,
     Completion.wait, start) raise KeyboardInterrupt within 100 ms of a SIGINT
@@ -31,8 +31,7 @@ import pytest
 
 import kpark
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "scripts"))
-from proc_state import main_asleep  # noqa: E402
+from helpers import main_asleep
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts")
 

@@ -151,7 +151,9 @@ class Stress:
         slot.generation += 1
         slot.p = Prog()
         k = kpark.KThread(kloop, slot.p, name=f"stress{slot.index}.{slot.generation}")
-        slot.k = k
+        # Not in slot.k until set up: the other controller's free wakes would
+        # start a thread that park_first must park before threadfn ran.
+        slot.k = None
         slot.parked = False
         slot.p0 = 0
         slot.seen = 0
@@ -165,6 +167,7 @@ class Stress:
                        "park() of a never-woken thread did not park it before threadfn")
             slot.parked = True
         # "fresh": never woken; a wake starts it, unpark alone does not.
+        slot.k = k
 
     def invariants(self, slot: Slot) -> None:
         """Lock held: what must hold whatever the other controller's wakes did."""

@@ -33,7 +33,7 @@ BAD = DATA / "typing_bad.py"
 
 pytestmark = pytest.mark.timeout(300)
 
-#: The KThread methods and properties the issue names.
+#: The KThread methods and properties of the public API.
 KTHREAD_MEMBERS = ["wake", "start", "bind", "park", "unpark", "stop", "join", "is_alive",
                    "name", "ident", "native_id", "data", "cpu", "is_per_cpu", "is_parked",
                    "should_park", "should_stop", "started"]

@@ -23,6 +23,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 VERIFY = ROOT / "verify"
+KCORE = ROOT / "src" / "kpark" / "_kcore.pyx"
 MODELS = sorted(p.name for p in VERIFY.glob("*.pml"))
 
 needs_spin = pytest.mark.skipif(
@@ -43,7 +44,7 @@ def run_line(model: str) -> list:
 
 
 def test_models_exist() -> None:
-    # the mutants the issue asks for, and the models they break
+    # the mutants, and the models they break
     names = set(MODELS)
     for required in ("kthread.pml", "kthread_percpu.pml", "kthread_ltl.pml",
                      "kthread_mutant_no_two_phase.pml",
@@ -59,14 +60,55 @@ def test_models_exist() -> None:
         run_line(model)
 
 
-def test_line_references_match_kcore() -> None:
-    """Every ':NNN' a model step names is the line of _kcore.pyx it mirrors."""
-    r = subprocess.run([sys.executable, str(VERIFY / "check_refs.py")],
-                       capture_output=True, text=True)
+def check_refs(pyx: pathlib.Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(VERIFY / "check_refs.py"), "--pyx", str(pyx)],
+                          capture_output=True, text=True)
+
+
+def test_model_anchors_match_kcore() -> None:
+    """Every '@NAME' a model step names is a '# model: NAME' step of _kcore.pyx
+    doing the operation, with the ordering, the model states, and back."""
+    r = check_refs(KCORE)
     assert r.returncode == 0, (
-        "the models' line references no longer match src/kpark/_kcore.pyx; "
-        "run `python3 verify/check_refs.py --fix`, review, and update the model "
-        "where the code changed meaning:\n" + r.stdout + r.stderr)
+        "the models and src/kpark/_kcore.pyx no longer name the same steps; "
+        "re-examine the model steps listed, then run verify/run_spin.sh:\n"
+        + r.stdout + r.stderr)
+
+
+def test_moving_code_leaves_the_models_alone(tmp_path: pathlib.Path) -> None:
+    # A docstring reflow and inserted lines move every line below them.
+    text = KCORE.read_text()
+    moved = text.replace('"""The KThread state machine', '"""\n\n\nThe KThread state machine', 1)
+    moved = moved.replace("\ncdef enum:", "\n# a comment\n\ncdef enum:", 1)
+    assert moved != text
+    pyx = tmp_path / "_kcore.pyx"
+    pyx.write_text(moved)
+    r = check_refs(pyx)
+    assert r.returncode == 0, r.stdout
+
+
+@pytest.mark.parametrize("edit, message", [
+    # the park loop's announcement CAS with a weaker ordering
+    (("if not kp_cas32(&self.word, &v, n, KP_ACQ_REL, KP_ACQUIRE):\n                continue\n"
+      "            _wake_if(&self.word, v & WAITERS)\n            parked = True",
+      "if not kp_cas32(&self.word, &v, n, KP_RELAXED, KP_ACQUIRE):\n                continue\n"
+      "            _wake_if(&self.word, v & WAITERS)\n            parked = True"),
+     "park_loop.announce CAS ACQ_REL"),
+    # an anchor the models name, gone
+    (("# model: enter.cas\n", "\n"), "no '# model: enter.cas'"),
+    # an anchor no model names
+    (("# model: enter.cas\n", "# model: enter.cas\n        # model: enter.extra\n"),
+     "'enter.extra' is named by no model"),
+])
+def test_changed_steps_fail_the_check(tmp_path: pathlib.Path, edit: tuple, message: str) -> None:
+    text = KCORE.read_text()
+    old, new = edit
+    assert text.count(old) == 1, old
+    pyx = tmp_path / "_kcore.pyx"
+    pyx.write_text(text.replace(old, new))
+    r = check_refs(pyx)
+    assert r.returncode == 1
+    assert message in r.stdout, r.stdout
 
 
 @needs_spin

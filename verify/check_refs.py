@@ -1,219 +1,191 @@
 #!/usr/bin/env python3
-"""Keep the models' line references in step with src/kpark/_kcore.pyx.
+"""Keep the SPIN models and src/kpark/_kcore.pyx naming the same steps.
 
-Every step of the Promela models names the line of _kcore.pyx it mirrors,
-as ":NNN" or ":NNN-MMM" inside a comment, optionally followed by the
-operation ("CAS", "load", "kp_wait", ...).  verify/kcore.pyx.snapshot is
-the _kcore.pyx the references were written (and the models checked)
-against.
+A step of the protocol carries a name in the source, as a comment:
 
-    python3 verify/check_refs.py          check
-    python3 verify/check_refs.py --fix    follow moved lines
+    # model: park_loop.announce          (own line: the code that follows)
+    v = kp_load32(...)  # model: park_loop.load     (end of line: that line)
 
-The check passes when every referenced line of _kcore.pyx is still the very
-line of the snapshot (same number, same text) and, where an operation is
-named, holds the C call that performs it (CAS -> kp_cas32, load ->
-kp_load32, ...).  It fails when an edit of _kcore.pyx moved or changed a
-referenced line.
+and every model step that mirrors it names it in a Promela comment, with
+the operation and memory ordering the model assumes where there is one:
 
---fix maps the snapshot's lines onto the current file (difflib), moves
-every reference whose lines are unchanged, and makes the current file the
-new snapshot, so that afterwards every reference is a line of the current
-file and a second --fix changes nothing.  A reference whose lines changed,
-went away or had lines inserted between them is moved to where the code
-went (best guess) and marked for review with a "?" (":?NNN"), which the
-check reports until somebody has reviewed the model step there, corrected
-the reference if need be, and deleted the "?".  Then re-run
-verify/run_spin.sh.
-Exit status 0 when everything checks (or was moved), 1 otherwise.
+    CAS(v, n, ok);      /* @park_loop.announce CAS ACQ_REL */
+
+An anchor on a line of its own covers the code below it down to the next
+anchor at the same or a shallower indent, the end of the enclosing block,
+or (for an anchor above a def) the next def at its indent; an anchor at the
+end of a line covers that statement (continuation lines included).
+
+    python3 verify/check_refs.py [--pyx PATH]
+
+The check passes when
+  - every anchor a model names exists in the source, and every anchor in
+    the source is named by a model (an unnamed one is a step nobody checks);
+  - no anchor name is given twice in the source;
+  - where a model names an operation, the code under the anchor performs it
+    (CAS -> kp_cas32, load -> kp_load32, ...), and where it also names an
+    ordering, one such call there uses it (a CAS: its success ordering).
+Moving code, reflowing a docstring or adding lines touches nothing here;
+changing what a step does (its operation or ordering) fails the check until
+the model is re-examined (then re-run verify/run_spin.sh).
+Exit status 0 when everything checks, 1 otherwise.
 """
 import argparse
-import difflib
 import pathlib
 import re
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_PYX = HERE.parent / "src" / "kpark" / "_kcore.pyx"
-SNAPSHOT = HERE / "kcore.pyx.snapshot"
 
-# operation word in the model -> text that must appear on the .pyx line(s)
-TOKENS = {
+# operation word in the model -> the C call that performs it
+OPS = {
     "CAS": "kp_cas32",
     "load": "kp_load32",
-    "kp_wait": "kp_wait(",
-    "wait_step": "wait_step(",
-    "kp_pin_self": "kp_pin_self(",
-    "fetch_or": "kp_fetch_or32(",
-    "fetch_and": "kp_fetch_and32(",
+    "store": "kp_store32",
+    "fetch_or": "kp_fetch_or32",
+    "fetch_and": "kp_fetch_and32",
+    "kp_wait": "kp_wait",
+    "wait_step": "wait_step",
+    "kp_pin_self": "kp_pin_self",
 }
-# ":NNN" or ":NNN-MMM" (not inside a word or a path), then maybe an operation;
-# ":?NNN" is a reference that --fix moved to a changed line: to be reviewed
-REF = re.compile(r"(?<![\w./-]):(\?)?(\d+)(?:-(\d+))?(?:\s+([A-Za-z_]+))?")
+ORDERS = ("RELAXED", "ACQUIRE", "RELEASE", "ACQ_REL", "SEQ_CST")
+NAME = r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*"
+ANCHOR = re.compile(r"#\s*model:\s*(" + NAME + r")")
+REF = re.compile(r"(?<![\w@])@(" + NAME + r")(?:\s+(" + "|".join(OPS) + r")\b"
+                 r"(?:\s+(" + "|".join(ORDERS) + r")\b)?)?")
 COMMENT = re.compile(r"/\*.*?\*/", re.S)
+DEF = re.compile(r"\s*(?:@|c?def\s|cpdef\s|class\s)")
 
 
 def model_files():
     return sorted(list(HERE.glob("*.pmh")) + list(HERE.glob("*.pml")))
 
 
-def refs_in(text):
-    """Yield (start, end, first, last, op, marked) for each reference in
-    comments; start/end delimit the marker (if any) and the numbers in `text`."""
+def _indent(line):
+    return len(line) - len(line.lstrip())
+
+
+def _is_code(line):
+    s = line.strip()
+    return bool(s) and not s.startswith("#")
+
+
+def _statement_end(lines, i):
+    """Index of the last line of the statement that starts at line i."""
+    depth = 0
+    j = i
+    while True:
+        code = re.sub(r"#.*", "", re.sub(r"'[^']*'|\"[^\"]*\"", "''", lines[j]))
+        depth += code.count("(") + code.count("[") - code.count(")") - code.count("]")
+        if depth <= 0 or j + 1 >= len(lines):
+            return j
+        j += 1
+
+
+def anchors(text):
+    """{name: (first, last)} (0-based line indices) of the source's anchors,
+    and a list of names given twice."""
+    lines = text.splitlines()
+    found, twice = {}, []
+    for i, line in enumerate(lines):
+        m = ANCHOR.search(line)
+        if not m:
+            continue
+        name = m.group(1)
+        if name in found:
+            twice.append(name)
+        if line.strip().startswith("#"):
+            ind = _indent(line)
+            seen_def = False
+            j = i + 1
+            while j < len(lines):
+                nxt = lines[j]
+                if nxt.strip().startswith("#") and ANCHOR.search(nxt) and _indent(nxt) <= ind:
+                    break
+                if _is_code(nxt):
+                    if _indent(nxt) < ind:
+                        break
+                    if _indent(nxt) == ind and DEF.match(nxt):
+                        # an anchor above a def covers that def only
+                        if seen_def:
+                            break
+                        seen_def = not nxt.lstrip().startswith("@")
+                j += 1
+            found[name] = (i + 1, j - 1)
+        else:
+            found[name] = (i, _statement_end(lines, i))
+    return found, twice
+
+
+def refs(path):
+    """Yield (line, name, op, order) for each anchor named in `path`'s comments."""
+    text = path.read_text()
     for c in COMMENT.finditer(text):
         for m in REF.finditer(c.group(0)):
-            first = int(m.group(2))
-            last = int(m.group(3) or first)
-            op = m.group(4) if m.group(4) in TOKENS else None
-            end = m.end(3) if m.group(3) else m.end(2)
-            yield c.start() + m.start(1 if m.group(1) else 2), c.start() + end, first, last, op, bool(m.group(1))
+            line = text.count("\n", 0, c.start() + m.start()) + 1
+            yield line, m.group(1), m.group(2), m.group(3)
 
 
-def span(first, last, marked=False):
-    return ("?" if marked else "") + f"{first}" + (f"-{last}" if last != first else "")
+def calls(code, func):
+    """The memory-ordering arguments of each call of `func` in `code`."""
+    out = []
+    for m in re.finditer(r"\b" + re.escape(func) + r"\s*\(", code):
+        depth, k = 1, m.end()
+        while k < len(code) and depth:
+            depth += {"(": 1, ")": -1}.get(code[k], 0)
+            k += 1
+        out.append(re.findall(r"\bKP_(" + "|".join(ORDERS) + r")\b", code[m.end():k]))
+    return out
 
 
-def line_of(lines, n):
-    """Line n (1-based) of `lines`, shortened, for messages."""
-    return repr(lines[n - 1].strip()[:60]) if 1 <= n <= len(lines) else "(no such line)"
-
-
-def check(cur, snap, pyx_name):
+def check(pyx):
+    text = pyx.read_text()
+    lines = text.splitlines()
+    found, twice = anchors(text)
     bad = 0
+    for name in twice:
+        print(f"{pyx.name}: anchor {name!r} is given more than once")
+        bad += 1
+    named = set()
     for path in model_files():
-        for _, _, first, last, op, marked in refs_in(path.read_text()):
-            where = f"{path.name}: :{span(first, last, marked)}"
-            if not (1 <= first <= last <= len(cur)):
-                print(f"{where}: beyond the end of {pyx_name}")
+        for line, name, op, order in refs(path):
+            named.add(name)
+            where = f"{path.name}:{line}: @{name}"
+            if name not in found:
+                print(f"{where}: no '# model: {name}' in {pyx.name}")
                 bad += 1
                 continue
-            if marked:
-                print(f"{where}: marked for review by --fix (now {line_of(cur, first)}): "
-                      "check the model step against the code, correct the reference, "
-                      "delete the '?'")
-                bad += 1
+            if op is None:
                 continue
-            changed = [n for n in range(first, last + 1)
-                       if n > len(snap) or cur[n - 1] != snap[n - 1]]
-            if changed:
-                print(f"{where}: line {changed[0]} moved or changed since the model was "
-                      f"checked (was {snap[changed[0] - 1].strip()[:60]!r})"
-                      if changed[0] <= len(snap) else f"{where}: not in the snapshot")
+            first, last = found[name]
+            code = "\n".join(re.sub(r"#.*", "", l) for l in lines[first:last + 1])
+            orders = calls(code, OPS[op])
+            if not orders:
+                print(f"{where} {op}: no {OPS[op]}() under the anchor "
+                      f"({pyx.name} lines {first + 1}-{last + 1})")
                 bad += 1
-            elif op and not any(TOKENS[op] in cur[n - 1] for n in range(first, last + 1)):
-                print(f"{where} {op}: no {TOKENS[op]!r} on that line")
+            elif order and not any(o and o[0] == order for o in orders):
+                print(f"{where} {op} {order}: the code under the anchor uses "
+                      + ", ".join(o[0] if o else "no ordering" for o in orders))
                 bad += 1
-    return bad
-
-
-def line_map(snap, cur):
-    """(exact, guess): exact maps each unchanged snapshot line to its line in
-    `cur`; guess(n, is_last) says where line n went, changed or not."""
-    exact, blocks = {}, []
-    sm = difflib.SequenceMatcher(None, snap, cur, autojunk=False)
-    for tag, i1, i2, j1, j2 in sm.get_opcodes():
-        if tag == "equal":
-            for k in range(i2 - i1):
-                exact[i1 + k + 1] = j1 + k + 1
-        elif i2 > i1:                       # replace or delete
-            blocks.append((i1, i2, j1, j2))
-
-    def guess(n, is_last):
-        if n in exact:
-            return exact[n]
-        for i1, i2, j1, j2 in blocks:
-            if i1 < n <= i2:
-                if j2 == j1:                # deleted: the line that follows now
-                    return min(j1 + 1, len(cur))
-                if is_last and n == i2:     # the end of a replaced block
-                    return j2
-                return j1 + min(n - 1 - i1, j2 - j1 - 1) + 1
-        return min(max(n, 1), len(cur))     # beyond the snapshot: leave it
-    return exact, guess
-
-
-def fix(cur, snap, pyx_path):
-    """Move every reference from the snapshot's lines to the current file's,
-    then make the current file the snapshot (so that --fix is idempotent)."""
-    # The references must be lines of the snapshot: a named operation that is
-    # not on its snapshot line means they are not (edited by hand against the
-    # current file, or moved by an older --fix that left the snapshot behind),
-    # and mapping them again would move them to wrong lines.
-    stale = 0
-    for path in model_files():
-        for _, _, first, last, op, _ in refs_in(path.read_text()):
-            if op and not (1 <= first <= last <= len(snap)
-                           and any(TOKENS[op] in snap[n - 1] for n in range(first, last + 1))):
-                print(f"{path.name}: :{span(first, last)} {op}: no {TOKENS[op]!r} there "
-                      f"in {SNAPSHOT.name}")
-                stale += 1
-    if stale:
-        print(f"{stale} reference(s) are not lines of {SNAPSHOT.name}, so the references "
-              "cannot be mapped from it: nothing changed.  Restore the models' references "
-              "to the snapshot's lines (or correct them by hand against the current file "
-              "and copy it to the snapshot).")
-        return 1
-    exact, guess = line_map(snap, cur)
-    review = moved = 0
-    for path in model_files():
-        text = path.read_text()
-        edits = []
-        for start, end, first, last, op, marked in refs_in(text):
-            a, b = exact.get(first), exact.get(last)
-            where = f"{path.name}: :{span(first, last, marked)}{' ' + op if op else ''}"
-            ok = (a is not None and b is not None and b - a == last - first
-                  and all(n in exact for n in range(first, last + 1)))
-            if not ok:
-                a, b = guess(first, False), guess(last, True)
-                b = max(a, b)
-                print(f"{where}: the code changed or went away (was {line_of(snap, first)}"
-                      + (f" .. {line_of(snap, last)}" if last != first else "")
-                      + f"); now :?{span(a, b)}: review the model step there")
-                review += 1
-            elif marked:
-                review += 1
-            new = span(a, b, marked or not ok)
-            if new != text[start:end]:
-                edits.append((start, end, new))
-        for start, end, new in reversed(edits):
-            text = text[:start] + new + text[end:]
-        if edits:
-            path.write_text(text)
-            moved += len(edits)
-            print(f"{path.name}: moved {len(edits)} reference(s)")
-    SNAPSHOT.write_text(pyx_path.read_text())
-    print(f"moved {moved} reference(s); {SNAPSHOT.name} is now {pyx_path.name}.")
-    if review:
-        print(f"{review} reference(s) marked ':?NNN' need a look: review the model there, "
-              "correct the reference, delete the '?'; then re-run verify/run_spin.sh.")
-        return 1
-    print("Re-run verify/run_spin.sh.")
-    return 0
+    for name in sorted(set(found) - named):
+        print(f"{pyx.name}:{found[name][0]}: anchor {name!r} is named by no model")
+        bad += 1
+    return bad, len(found)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fix", action="store_true", help="follow moved lines")
     ap.add_argument("--pyx", default=str(DEFAULT_PYX))
     args = ap.parse_args(argv)
     pyx = pathlib.Path(args.pyx)
-    cur = pyx.read_text().splitlines()
-    if not SNAPSHOT.exists():
-        print(f"no {SNAPSHOT}; create it from the _kcore.pyx the models were checked against")
-        return 1
-    snap = SNAPSHOT.read_text().splitlines()
-    if args.fix:
-        return fix(cur, snap, pyx)
-    bad = check(cur, snap, pyx)
-    marked = sum(m for f in model_files() for *_, m in refs_in(f.read_text()))
-    if bad and bad == marked:
-        print(f"{bad} reference(s) still marked for review (':?NNN')")
-        return 1
+    bad, count = check(pyx)
     if bad:
-        print(f"{bad} reference(s) out of step with {pyx}: run `python3 {HERE.name}/check_refs.py "
-              "--fix`, then re-check the models")
+        print(f"{bad} problem(s) between the models and {pyx}: re-examine the model "
+              "steps named above, then re-run verify/run_spin.sh")
         return 1
-    print(f"all line references of {len(model_files())} model files match {pyx}")
+    print(f"all {count} anchors of {pyx.name} match {len(model_files())} model files")
     return 0
 
 

@@ -5,7 +5,7 @@
  * without waking the thread; unpark() then puts it back to that sleep, or
  * wakes it out if a wake() came while it was parked (the WAKE token) or for
  * stop().  Two controllers, any sequence of up to 2 of wake/park/unpark/stop
- * each, then a final stop().  park() has its fast path (:332-334) as a step
+ * each, then a final stop().  park() has its fast path (@park.in_place) as a step
  * of its own here.  Checks, besides kthread.pml's: a thread parked in place
  * runs no user code and does not leave idle() until released; park()
  * returns only once the thread is parked (in its park loop or in place) or

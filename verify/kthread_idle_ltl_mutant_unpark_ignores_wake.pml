@@ -2,7 +2,7 @@
  *
  * unpark() of a thread parked in place always puts it back to its idle
  * sleep, ignoring the WAKE token a wake() left while it was parked
- * (_kcore.pyx :278 without `or (v & WAKE)`).  That wake() is lost: the
+ * (_kcore.pyx @request.wake_out without `or (v & WAKE)`).  That wake() is lost: the
  * thread sleeps on in idle(), unparked, and the LTL property
  * wake_not_lost_idle fails (acceptance cycle).
  *

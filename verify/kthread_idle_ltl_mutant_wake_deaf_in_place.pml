@@ -1,7 +1,7 @@
 /* kthread_idle_ltl_mutant_wake_deaf_in_place.pml - MUTANT: must FAIL.
  *
  * wake() drops the wake of a thread parked in place, as it does for a
- * thread in its park loop (_kcore.pyx :223-228 without the PARKABLE case:
+ * thread in its park loop (_kcore.pyx @wake.parked without the PARKABLE case:
  * no token for unpark()).  unpark() then puts the thread back to its idle
  * sleep, and the wake() is lost: the LTL property wake_not_lost_idle fails
  * (acceptance cycle).

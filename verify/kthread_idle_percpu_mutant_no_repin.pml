@@ -1,7 +1,7 @@
 /* kthread_idle_percpu_mutant_no_repin.pml - MUTANT: must FAIL.
  *
- * The release of a park in place sets no REPIN (_kcore.pyx :277), so the
- * thread does not pin itself back before it leaves idle() (:691-696).
+ * The release of a park in place sets no REPIN (_kcore.pyx @request.repin), so the
+ * thread does not pin itself back before it leaves idle() (@idle_nogil.repin).
  * After a hot-unplug moved the thread parked in place, unpark() (with a
  * WAKE token, or back to sleep and a later wake()) lets idle() return on the
  * wrong CPU: assertion.

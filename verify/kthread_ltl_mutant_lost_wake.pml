@@ -1,7 +1,7 @@
 /* kthread_ltl_mutant_lost_wake.pml - MUTANT: must FAIL.
  *
  * wake() clears SLEEPING but makes the futex wake only when WAITERS was set
- * (it forgets the sleeper it woke, _kcore.pyx :242).  The worker sleeps on
+ * (it forgets the sleeper it woke, _kcore.pyx @wake.wake_if).  The worker sleeps on
  * in schedule(): the LTL property wake_not_lost fails (acceptance cycle).
  *
  * run: spin -run -a -DCOLLAPSE -m1000000 -E kthread_ltl_mutant_lost_wake.pml

@@ -1,7 +1,7 @@
 /* kthread_mutant_clear_after_wake.pml - MUTANT: must FAIL.
  *
  * _request wakes the sleepers first and clears PARKED (its CAS, _kcore.pyx
- * :300 CAS) after the wake.  The parked thread wakes, still sees PARKED, and goes
+ * @request.cas CAS) after the wake.  The parked thread wakes, still sees PARKED, and goes
  * back to sleep on that value; the CAS that clears PARKED then comes with no
  * wake, so unpark() is lost and the final stop() never returns.
  *

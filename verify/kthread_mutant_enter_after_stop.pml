@@ -1,7 +1,7 @@
 /* kthread_mutant_enter_after_stop.pml - MUTANT: must FAIL.
  *
  * _enter checks SHOULD_STOP and then sets STARTED with a blind fetch-or,
- * instead of the CAS of _kcore.pyx (:533 CAS).  A stop() between the two lets
+ * instead of the CAS of _kcore.pyx (@enter.cas CAS).  A stop() between the two lets
  * threadfn start after the stop: assertion.
  *
  * run: spin -run -DSAFETY -DCOLLAPSE -m1000000 kthread_mutant_enter_after_stop.pml

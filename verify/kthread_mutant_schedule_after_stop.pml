@@ -1,7 +1,7 @@
 /* kthread_mutant_schedule_after_stop.pml - MUTANT: must FAIL.
  *
- * schedule() without its SHOULD_STOP checks (_kcore.pyx :561-562 and
- * :587-588), i.e. the code before commit f2eed52.  stop() of a parked
+ * schedule() without its SHOULD_STOP checks (_kcore.pyx @schedule.stopping and
+ * @sleep.stopping), i.e. the code before commit f2eed52.  stop() of a parked
  * thread releases it from the park loop without leaving a WAKE token (the
  * thread was not running); threadfn's next schedule() then sleeps for good
  * and stop() never returns (invalid end state).

@@ -5,7 +5,7 @@
  * thread to CPU 0 (proctype Migrator).  Two controllers issue any sequence
  * of up to 2 of wake/park/unpark/stop, then init stops the thread.
  * Checks, besides kthread.pml's: user code never runs on the wrong CPU after
- * unpark (the re-pin of _park_loop, _kcore.pyx :519-523 kp_pin_self).
+ * unpark (the re-pin of _park_loop, _kcore.pyx @park_loop.repin kp_pin_self).
  *
  * run: spin -run -DSAFETY -DCOLLAPSE -m1000000 kthread_percpu.pml
  */

@@ -1,7 +1,7 @@
 /* kthread_percpu_mutant_no_rebind.pml - MUTANT: must FAIL.
  *
  * The park loop does not pin a per-CPU thread back to its CPU after it was
- * released (_kcore.pyx :519-523 kp_pin_self).  After a hot-unplug moved the parked thread
+ * released (_kcore.pyx @park_loop.repin kp_pin_self).  After a hot-unplug moved the parked thread
  * away, unpark() lets it run user code on the wrong CPU: assertion.
  *
  * run: spin -run -DSAFETY -DCOLLAPSE -m1000000 kthread_percpu_mutant_no_rebind.pml

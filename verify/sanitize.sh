@@ -132,7 +132,8 @@ open(path, "w").write(src)
 PYEOF
 fi
 log "building in $work with -fsanitize=$san"
-rm -rf "$work/build" "$work"/src/kpark/*.so "$work"/src/kpark/_*.c   # always a clean build
+rm -rf "$work/build" "$work"/src/kpark/*.so "$work"/src/kpark/_*.c \
+       "$work"/src/kpark/bench/*.so "$work"/src/kpark/bench/_*.c   # always a clean build
 if ! (cd "$work" &&
       KPARK_CFLAGS="-fsanitize=$san -g -O1 -fno-omit-frame-pointer" \
       KPARK_LDFLAGS="-fsanitize=$san" \

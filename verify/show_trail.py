@@ -5,10 +5,10 @@
 
 DIR must hold MODEL.pml.trail (run_spin.sh keeps the directory of every
 unexpected outcome; `spin -run` writes the trail next to the model).  Each
-step is shown with its process, the _kcore.pyx line the model step mirrors
-(the ":NNN" note on that model line) and the word after the step, decoded
-into its bits.  Without --all only steps that change a shared variable or
-carry a ":NNN" note are shown.
+step is shown with its process, the _kcore.pyx step the model step mirrors
+(the "@NAME" note on that model line: "# model: NAME" in _kcore.pyx) and the
+word after the step, decoded into its bits.  Without --all only steps that
+change a shared variable or carry an "@NAME" note are shown.
 """
 import pathlib
 import re
@@ -69,7 +69,7 @@ def main(argv):
             return
         n, proc, src, stmt, changed = pending
         note = NOTE.search(src)
-        note = note.group(1) if note and re.search(r":\d+", note.group(1)) else ""
+        note = note.group(1) if note and re.search(r"@[a-z_]", note.group(1)) else ""
         if note:
             last_note[proc] = note
         elif changed:

@@ -1,6 +1,8 @@
 # cython: language_level=3, freethreading_compatible=True
 """kpark.Completion: the kernel's completion on a futex word.
 
+Compiled as part of kpark._native (see _native.pyx).
+
 State: `done`, a 32-bit futex word, counts completions not yet consumed;
 DONE_ALL means complete_all() was called and every wait succeeds until
 reinit().  `sleepers` counts waiters that may be asleep on `done`.
@@ -20,28 +22,13 @@ from kpark.c_atomic cimport (kp_load32, kp_store32, kp_fetch_add32,
                              kp_fetch_sub32, kp_cas32,
                              KP_RELAXED, KP_ACQUIRE, KP_RELEASE, KP_SEQ_CST)
 from kpark.c_wait cimport (timespec, kp_wake_one, kp_wake_all, kp_deadline_passed,
-                           kp_wait_init, KP_WAIT_TIMEDOUT)
-from kpark.waiting cimport (check_timeout, deadline_from_timeout, wait_step, note_main_thread,
-                            configure_spins, kp_spin_budget, kp_spin_while_equal,
-                            kp_gil_released, kp_before_gil, kp_share_gil_epoch,
-                            kp_this_cpu)
-from cpython.pycapsule cimport PyCapsule_GetPointer
-
-import os as _os
-import threading as _threading
-
-from kpark._kcore import _GIL_EPOCH
+                           KP_WAIT_TIMEDOUT)
+from kpark.c_spin cimport (kp_spin_budget, kp_spin_while_equal, kp_gil_released,
+                           kp_before_gil, kp_this_cpu)
+from kpark.waiting cimport check_timeout, deadline_from_timeout, wait_step
 
 cdef enum:
     DONE_ALL = 0xFFFFFFFF
-
-kp_wait_init()
-configure_spins()
-kp_share_gil_epoch(<uint32_t *>PyCapsule_GetPointer(_GIL_EPOCH, "kpark.gil_epoch"))
-note_main_thread(_threading.main_thread().ident)
-if hasattr(_os, "register_at_fork"):
-    _os.register_at_fork(
-        after_in_child=lambda: note_main_thread(_threading.get_ident()))
 
 
 cdef inline bint _try_consume(uint32_t *done) noexcept nogil:

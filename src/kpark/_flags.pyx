@@ -1,6 +1,8 @@
 # cython: language_level=3, freethreading_compatible=True
 """kpark.Flags: a 64-bit word of flag bits changed with atomic operations.
 
+Compiled as part of kpark._native (see _native.pyx).
+
 Memory ordering, chosen once for the whole class:
   - test_bit / value load with ACQUIRE, so a thread that sees a bit also
     sees everything the thread that set it wrote before setting it.

@@ -17,7 +17,6 @@
 
 /* 64-bit flag words (kpark.Flags). */
 static inline uint64_t kp_load64(const uint64_t *p, int mo) { return __atomic_load_n(p, mo); }
-static inline void kp_store64(uint64_t *p, uint64_t v, int mo) { __atomic_store_n(p, v, mo); }
 static inline uint64_t kp_fetch_or64(uint64_t *p, uint64_t v, int mo) { return __atomic_fetch_or(p, v, mo); }
 static inline uint64_t kp_fetch_and64(uint64_t *p, uint64_t v, int mo) { return __atomic_fetch_and(p, v, mo); }
 
@@ -28,7 +27,6 @@ static inline uint32_t kp_fetch_add32(uint32_t *p, uint32_t v, int mo) { return 
 static inline uint32_t kp_fetch_sub32(uint32_t *p, uint32_t v, int mo) { return __atomic_fetch_sub(p, v, mo); }
 static inline uint32_t kp_fetch_or32(uint32_t *p, uint32_t v, int mo) { return __atomic_fetch_or(p, v, mo); }
 static inline uint32_t kp_fetch_and32(uint32_t *p, uint32_t v, int mo) { return __atomic_fetch_and(p, v, mo); }
-static inline uint32_t kp_exchange32(uint32_t *p, uint32_t v, int mo) { return __atomic_exchange_n(p, v, mo); }
 
 /* Strong compare-and-swap.  On failure *expected is refreshed with the
  * current value (loaded with `fail_mo`), so CAS loops need no extra load. */

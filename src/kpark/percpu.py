@@ -11,6 +11,13 @@ Locks: `_lock` serialises hotplug and close (the kernel's
 smpboot_threads_lock) and may be held while waiting for a thread to park;
 `_state_lock` only guards updates of `_online` and the error list and is
 never held while waiting, so a pool thread may take it.
+
+This class is the one owner of hotplug: offline/online/follow_affinity and
+close, their locking, caller checks and error reporting live here only.  An
+owner with per-CPU state of its own (PerCPUExecutor's queues) subclasses it
+and implements the hotplug hooks (`_veto_offline`, `_going_offline`,
+`_gone_offline`, `_came_online`, `_closing`); every change of which CPUs are
+online goes through `_hotplug_locked` (or `_repin_failed`), which calls them.
 """
 from __future__ import annotations
 
@@ -98,12 +105,24 @@ def _as_list(cpus: CPUs) -> List[int]:
 
 
 class _Slot:
-    """Per-CPU bookkeeping (the kernel's smpboot_thread_data)."""
-    __slots__ = ("cpu", "status")
+    """Per-thread bookkeeping (the kernel's smpboot_thread_data)."""
+    __slots__ = ("cpu", "index", "status")
 
-    def __init__(self, cpu: int) -> None:
+    def __init__(self, cpu: int, index: int) -> None:
         self.cpu = cpu
-        self.status = _NONE  # written only by the CPU's own thread
+        self.index = index   # the thread's number in the pool, 0 up
+        self.status = _NONE  # written only by the slot's own thread
+
+
+def _spread(cpus: List[int], nthreads: Optional[int]) -> List[int]:
+    """The CPU of each thread: `nthreads` (default one per CPU) round robin over `cpus`."""
+    if nthreads is None:
+        return list(cpus)
+    if isinstance(nthreads, bool) or not isinstance(nthreads, int):
+        raise TypeError(f"nthreads must be an int, got {type(nthreads).__name__}")
+    if nthreads <= 0:
+        raise ValueError("nthreads must be greater than 0")
+    return [cpus[i % len(cpus)] for i in range(nthreads)]
 
 
 class _AffinityWatcher:
@@ -165,12 +184,15 @@ class PerCPUThreads:
                  unpark: Optional[Callable[[int], object]] = None,
                  create: Optional[Callable[[int], object]] = None,
                  selfparking: bool = False, thread_comm: str = "kpark/%u",
-                 cpus: Optional[CPUs] = None) -> None:
+                 cpus: Optional[CPUs] = None, nthreads: Optional[int] = None) -> None:
         """Create, bind and park one thread per CPU, then unpark them.
 
-        All or nothing: if creating a thread or `create(cpu)` fails, every
-        thread made so far is stopped and the error is raised.  With
-        `selfparking` the threads stay parked: their owner unparks them.
+        `nthreads` (default: one per CPU) spreads that many threads over the
+        CPUs in order (thread i on the i-th CPU modulo their count); every
+        callback then runs once per thread, and hotplug acts on all threads
+        of a CPU.  All or nothing: if creating a thread or `create(cpu)`
+        fails, every thread made so far is stopped and the error is raised.
+        With `selfparking` the threads stay parked: their owner unparks them.
         """
         for label, fn in (("thread_fn", thread_fn), ("thread_should_run", thread_should_run)):
             if not callable(fn):
@@ -182,6 +204,13 @@ class PerCPUThreads:
         if not isinstance(thread_comm, str):
             raise TypeError(f"thread_comm must be a str, got {type(thread_comm).__name__}")
         cpu_list = _normalize_cpus(cpus)
+        placement = _spread(cpu_list, nthreads)
+        if len(placement) < len(cpu_list):
+            # Every CPU of the pool has a thread: hotplug, wake() and thread()
+            # take any of its CPUs.
+            raise ValueError(f"nthreads must be at least the number of CPUs "
+                             f"({len(cpu_list)}), got {nthreads}")
+        self._thread_comm = thread_comm
         self._thread_fn = thread_fn
         self._thread_should_run = thread_should_run
         self._setup = setup
@@ -190,8 +219,8 @@ class PerCPUThreads:
         self._unpark_cb = unpark
         self._selfparking = bool(selfparking)
         self._cpus: Tuple[int, ...] = tuple(cpu_list)
-        self._slots: dict[int, _Slot] = {}
-        self._kthreads: dict[int, KThread] = {}
+        self._cpuset = frozenset(cpu_list)
+        self._kthreads: dict[int, Tuple[KThread, ...]] = {}
         self._lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._online: frozenset[int] = frozenset()
@@ -203,12 +232,14 @@ class PerCPUThreads:
         self._watcher: Optional[_AffinityWatcher] = None
         made: List[KThread] = []
         try:
-            for cpu in cpu_list:
-                slot = _Slot(cpu)
-                k = create_on_cpu(self._smpboot_fn, slot, cpu, thread_comm)
+            for index, cpu in enumerate(placement):
+                slot = _Slot(cpu, index)
+                # create_on_cpu fills namefmt with the CPU; this name is
+                # final, so escape it and give the CPU an empty conversion.
+                name = self._thread_name(cpu, index).replace("%", "%%") + "%.0s"
+                k = create_on_cpu(self._smpboot_fn, slot, cpu, name)
                 made.append(k)
-                self._slots[cpu] = slot
-                self._kthreads[cpu] = k
+                self._kthreads[cpu] = self._kthreads.get(cpu, ()) + (k,)
                 if create is not None:
                     # create_on_cpu returns it parked; the callback may rely
                     # on the thread being off the CPU (as the kernel's does).
@@ -223,18 +254,32 @@ class PerCPUThreads:
                     pass  # threadfn never ran: nothing of the user's to report
             raise
         self._threads = frozenset(made)
+        self._all_threads: Tuple[KThread, ...] = tuple(made)  # by thread index
         self._online = frozenset(cpu_list)
         if not self._selfparking:
-            for cpu in cpu_list:
-                self._kthread(cpu).unpark()
+            for k in made:
+                k.unpark()
+
+    def _thread_callbacks(self, index: int) -> Tuple[Callable[[int], object],
+                                                     Callable[[int], object]]:
+        """Hook: (thread_fn, thread_should_run) for thread `index`; called in
+        that thread when it starts.  Default: the constructor's two."""
+        return self._thread_fn, self._thread_should_run
+
+    def _thread_name(self, cpu: int, index: int) -> str:
+        """Hook: the name of thread `index` (0 up), on `cpu`; called by the constructor.
+
+        Default: thread_comm with its %-conversion filled with the CPU.
+        """
+        comm = self._thread_comm
+        return comm % (cpu,) if "%" in comm else comm
 
     # -- the loop each thread runs (smpboot_thread_fn) ------------------------
 
     def _smpboot_fn(self, slot: _Slot) -> None:
         """The smpboot loop; runs in the CPU's KThread until it is stopped."""
         cpu = slot.cpu
-        thread_fn = self._thread_fn
-        should_run = self._thread_should_run
+        thread_fn, should_run = self._thread_callbacks(slot.index)
         while True:
             # Module globals looked up each time: tests substitute them.
             if should_stop():
@@ -292,16 +337,49 @@ class PerCPUThreads:
         # Unparked, but its CPU is no longer allowed: rather than run user
         # code on the wrong CPU, park again and count the CPU as offline
         # until the next online() (which retries the pinning).
-        self._record(slot.cpu, exc)
+        cpu = slot.cpu
+        self._record(cpu, exc)
         with self._state_lock:
-            self._online = self._online - {slot.cpu}
+            was_online = cpu in self._online
+            self._online = self._online - {cpu}
         k = current()
         if k is not None:
             k.park()  # from itself: only sets should_park
-        self._self_offlined(slot.cpu)
+        if was_online:
+            # The hooks' one call without _lock: we may not wait for it here.
+            self._going_offline([cpu])
+            self._gone_offline([cpu])
 
-    def _self_offlined(self, cpu: int) -> None:
-        """Hook for subclasses: `cpu`'s thread parked itself (re-pin failed)."""
+    # -- hooks for a subclass that keeps per-CPU state ------------------------
+    #
+    # Called with _lock held (one hotplug at a time, never from a pool
+    # thread), except that a thread whose re-pinning failed reports its CPU
+    # through _going_offline + _gone_offline from itself, without _lock.
+    # CPU lists are those whose state changes, parking order for offline.
+
+    def _veto_offline(self, cpus: List[int], remaining: frozenset[int]) -> Optional[str]:
+        """Hook: a reason not to take `cpus` offline (leaving `remaining`), or None.
+
+        offline() raises RuntimeError(reason) unless force=True;
+        follow_affinity() keeps the lowest CPUs online until there is none.
+        """
+        return None
+
+    def _going_offline(self, cpus: List[int]) -> None:
+        """Hook: `cpus` are about to be parked (their threads still run)."""
+
+    def _gone_offline(self, cpus: List[int]) -> None:
+        """Hook: the threads of `cpus` are parked; online_cpus no longer lists them."""
+
+    def _came_online(self, cpus: List[int]) -> None:
+        """Hook: `cpus` are online again (unparked), or their parking failed."""
+
+    def _closing(self) -> None:
+        """Hook: close() is about to stop the threads; hotplug still works.
+
+        Runs under _lock, so it may call _hotplug_locked.  If it raises,
+        close() raises that and the pool stays open (a later close() retries).
+        """
 
     # -- errors ---------------------------------------------------------------
 
@@ -361,22 +439,23 @@ class PerCPUThreads:
         return self._closed
 
     def thread(self, cpu: int) -> KThread:
-        """The KThread of `cpu`.  Any thread; ValueError for an unknown CPU."""
-        return self._kthread(self._known(cpu))
+        """The (first) KThread of `cpu`.  Any thread; ValueError for an unknown CPU."""
+        return self._kthreads[self._known(cpu)][0]
 
-    def _kthread(self, cpu: int) -> KThread:
-        return self._kthreads[cpu]
+    def threads_of(self, cpu: int) -> Tuple[KThread, ...]:
+        """Every KThread of `cpu`, in creation order.  Any thread; ValueError for an unknown CPU."""
+        return self._kthreads[self._known(cpu)]
 
     def _known(self, cpu: object) -> int:
         if isinstance(cpu, bool) or not isinstance(cpu, int):
             raise TypeError(f"CPU numbers must be ints, got {type(cpu).__name__}")
-        if cpu not in self._slots:
+        if cpu not in self._cpuset:
             raise ValueError(f"CPU {cpu} is not one of this pool's CPUs {list(self._cpus)}")
         return cpu
 
     def _cpu_list(self, cpus: CPUs) -> List[int]:
         """Validated CPUs, ascending and unique (ValueError names an unknown one)."""
-        slots = self._slots
+        slots = self._cpuset
         # Fast path (hotplug is a hot path): plain ints this pool knows.
         if type(cpus) is int:
             if cpus in slots:
@@ -402,34 +481,41 @@ class PerCPUThreads:
     # -- wake and hotplug -----------------------------------------------------
 
     def wake(self, cpu: int) -> bool:
-        """Make `cpu`'s thread re-check thread_should_run.
+        """Make `cpu`'s threads re-check thread_should_run.
 
-        Any thread, never blocks.  True if the thread was asleep and this
+        Any thread, never blocks.  True if a thread was asleep and this
         woke it; a running thread re-checks before it next sleeps; a parked
         one checks when it is unparked.
         """
         if isinstance(cpu, bool):
             self._known(cpu)
         try:
-            k = self._kthreads[cpu]
+            ks = self._kthreads[cpu]
         except (KeyError, TypeError):
             self._known(cpu)
             raise
-        return k.wake()
+        if len(ks) == 1:
+            return ks[0].wake()
+        woke = False
+        for k in ks:
+            woke = k.wake() or woke
+        return woke
 
-    def offline(self, cpus: CPUs) -> None:
+    def offline(self, cpus: CPUs, *, force: bool = False) -> None:
         """Park the threads of `cpus` (one CPU or an iterable); return once parked.
 
         Any thread but the pool's own.  Parks in descending CPU order; CPUs
-        already offline are skipped.  Then re-raises the oldest callback
-        error not yet reported, if any.  RuntimeError once closed.
+        already offline are skipped.  RuntimeError if a subclass vetoes it
+        (`_veto_offline`) and `force` is false.  Then re-raises the oldest
+        callback error not yet reported, if any.  RuntimeError once closed.
         """
         targets = self._cpu_list(cpus)
         self._check_caller("offline")
         with self._lock:
             self._check_open()
-            self._auto_offline.difference_update(targets)
-            self._hotplug_locked(targets, up=False)
+            if self._auto_offline:
+                self._auto_offline.difference_update(targets)
+            self._hotplug_locked(targets, up=False, force=force)
         self._report()
 
     def online(self, cpus: CPUs) -> None:
@@ -443,16 +529,24 @@ class PerCPUThreads:
         self._check_caller("online")
         with self._lock:
             self._check_open()
-            self._auto_offline.difference_update(targets)
+            if self._auto_offline:
+                self._auto_offline.difference_update(targets)
             self._hotplug_locked(targets, up=True)
         self._report()
 
+    #: The RuntimeError's message once closed (subclasses say what they are).
+    _closed_message = "the per-CPU pool is closed"
+
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("the per-CPU pool is closed")
+            raise RuntimeError(self._closed_message)
 
-    def _hotplug_locked(self, targets: List[int], up: bool) -> None:
-        """Bring ascending `targets` up (in order) or down (in reverse); hold _lock."""
+    def _hotplug_locked(self, targets: List[int], up: bool, force: bool = True) -> None:
+        """Bring ascending `targets` up (in order) or down (in reverse); hold _lock.
+
+        The one place where CPUs change state (with _repin_failed), so the
+        hooks see every change.
+        """
         kthreads = None if self._selfparking else self._kthreads
         online = self._online
         if up:
@@ -463,21 +557,35 @@ class PerCPUThreads:
                 self._online = self._online.union(todo)
             if kthreads is not None:
                 for cpu in todo:
-                    kthreads[cpu].unpark()
+                    for k in kthreads[cpu]:
+                        k.unpark()
+            self._came_online(todo)
             return
+        todo = [cpu for cpu in reversed(targets) if cpu in online]
+        if not todo:
+            return
+        if not force:
+            reason = self._veto_offline(todo, online.difference(todo))
+            if reason is not None:
+                raise RuntimeError(reason)
+        self._going_offline(todo)
         parked: List[int] = []
         try:
-            for cpu in reversed(targets):
-                if cpu in online:
-                    if kthreads is not None:
-                        kthreads[cpu].park()
-                    parked.append(cpu)
+            for cpu in todo:
+                if kthreads is not None:
+                    for k in kthreads[cpu]:
+                        k.park()
+                parked.append(cpu)
         finally:
             # online_cpus drops the parked CPUs together, once all are parked
             # (or the next park failed).
             if parked:
                 with self._state_lock:
                     self._online = self._online.difference(parked)
+            if len(parked) < len(todo):
+                self._came_online([cpu for cpu in todo if cpu not in parked])
+            if parked:
+                self._gone_offline(parked)
 
     # -- following the machine's CPUs ----------------------------------------
 
@@ -488,11 +596,14 @@ class PerCPUThreads:
         seconds in a watcher thread; `None` stops watching.  Only CPUs the
         watcher parked are brought back; offline()/online() by hand win.
         """
+        # Arguments and caller first: a refused call leaves the running
+        # watcher as it was.
+        if interval is not None:
+            interval = _check_interval(interval)
+        self._check_caller("follow_affinity")
         self._stop_watcher()
         if interval is None:
             return
-        interval = _check_interval(interval)
-        self._check_caller("follow_affinity")
         self._check_open()
         self._sync_affinity()
         self._watcher = _AffinityWatcher(self._sync_affinity, interval,
@@ -512,9 +623,13 @@ class PerCPUThreads:
             if self._closed:
                 return
             back = sorted(self._auto_offline & avail)
-            drop = sorted(c for c in self._online if c not in avail)
             self._hotplug_locked(back, up=True)
             self._auto_offline.difference_update(back)
+            drop = sorted(c for c in self._online if c not in avail)
+            # A vetoed drop keeps the lowest CPUs: better a CPU the process
+            # lost than work with nowhere to run.
+            while drop and self._veto_offline(drop, self._online.difference(drop)) is not None:
+                drop.pop(0)
             self._hotplug_locked(drop, up=False)
             self._auto_offline.update(drop)
 
@@ -531,12 +646,14 @@ class PerCPUThreads:
         self._stop_watcher()
         with self._lock:
             if not self._closed:
+                self._closing()
                 self._closed = True
                 for cpu in self._cpus:
-                    try:
-                        self._kthread(cpu).stop()
-                    except BaseException as exc:  # the loop itself failed
-                        self._record(cpu, exc)
+                    for k in self._kthreads[cpu]:
+                        try:
+                            k.stop()
+                        except BaseException as exc:  # the loop itself failed
+                            self._record(cpu, exc)
                 with self._state_lock:
                     self._online = frozenset()
         with self._state_lock:

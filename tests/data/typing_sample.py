@@ -175,7 +175,7 @@ def use_percpu() -> int:
         k: KThread = pool.thread(cpus[0])
         online: frozenset[int] = pool.online_cpus
         print(k.name, online, pool.cpus)
-    with PerCPUExecutor(cpus, thread_name_prefix="typed") as ex:
+    with PerCPUExecutor(cpus=cpus, thread_name_prefix="typed") as ex:
         f = ex.submit(pow, 2, 10)
         g = ex.submit_on(cpus[0], len, "abc")
         total: int = f.result() + g.result() + sum(ex.map(abs, [-1, -2]))

@@ -1,4 +1,4 @@
-"""Subprocess payload for tests/test_process.py (issue 2, semantics 16).
+"""Subprocess payload for tests/test_process.py (semantics 16).
 
     python exit_child.py MODE
 
@@ -21,21 +21,15 @@ import json
 import os
 import sys
 import threading
-import time
 
 import kpark
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+from helpers import asleep, wait_for  # noqa: E402
 
 MODE = sys.argv[1]
 assert MODE in ("clean", "stubborn"), MODE
 DEADLINE = 10.0
-
-
-def wait_until(pred, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"did not happen within {DEADLINE} s: {what}")
-        time.sleep(0.0005)
 
 
 def kloop(name: str) -> str:
@@ -50,14 +44,6 @@ def kloop(name: str) -> str:
     return name
 
 
-def asleep(tid: int) -> bool:
-    try:
-        with open(f"/proc/self/task/{tid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"S"
-    except OSError:
-        return False
-
-
 ran: set = set()
 cpu = min(os.sched_getaffinity(0))
 ks = {}
@@ -68,8 +54,8 @@ ks["parked"].park(DEADLINE)
 
 ks["sleeping"] = kpark.KThread(kloop, "sleeping")
 ks["sleeping"].start()
-wait_until(lambda: "sleeping" in ran and asleep(ks["sleeping"].native_id),
-           "asleep in schedule()")
+wait_for(lambda: "sleeping" in ran and asleep(ks["sleeping"].native_id),
+         DEADLINE, "asleep in schedule()")
 
 ks["never"] = kpark.KThread(kloop, "never")
 
@@ -80,7 +66,7 @@ ks["per_cpu"] = kpark.create_on_cpu(kloop, "per_cpu", cpu)
 
 ks["per_cpu_ran"] = kpark.create_on_cpu(kloop, "per_cpu_ran", cpu, "ran/%u")
 ks["per_cpu_ran"].unpark()
-wait_until(lambda: "per_cpu_ran" in ran, "per-CPU thread ran")
+wait_for(lambda: "per_cpu_ran" in ran, DEADLINE, "per-CPU thread ran")
 ks["per_cpu_ran"].park(DEADLINE)
 
 if MODE == "stubborn":

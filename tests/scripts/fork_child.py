@@ -1,4 +1,4 @@
-"""Subprocess payload for tests/test_process.py (issue 2, semantics 15).
+"""Subprocess payload for tests/test_process.py (semantics 15).
 
     python fork_child.py FORKER FORKS
 
@@ -33,32 +33,12 @@ import traceback
 import kpark
 from kpark import ThreadExitedError
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+from helpers import Prog, asleep, kloop, wait_for  # noqa: E402
+
 FORKER, FORKS = sys.argv[1], int(sys.argv[2])
 DEADLINE = 10.0
 CHILD_ALARM = 20        # seconds before a hung child is killed by SIGALRM
-
-
-def wait_until(pred, what: str, limit: float = DEADLINE) -> None:
-    deadline = time.monotonic() + limit
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"did not happen within {limit} s: {what}")
-        time.sleep(0.0005)
-
-
-class Prog:
-    def __init__(self) -> None:
-        self.n = 0
-
-
-def kloop(p: Prog) -> int:
-    """The kernel-style loop."""
-    while not kpark.should_stop():
-        if kpark.should_park():
-            kpark.parkme()
-        p.n += 1
-        kpark.schedule()
-    return p.n
 
 
 def ticker(p: Prog) -> int:
@@ -68,14 +48,6 @@ def ticker(p: Prog) -> int:
     return p.n
 
 
-def asleep(tid: int) -> bool:
-    try:
-        with open(f"/proc/self/task/{tid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"S"
-    except OSError:
-        return False
-
-
 def new_kthreads_work(cpu: int) -> dict:
     """Create, wake, park, unpark and stop fresh KThreads; per-CPU too."""
     out = {}
@@ -83,7 +55,7 @@ def new_kthreads_work(cpu: int) -> dict:
     k = kpark.KThread(kloop, p, name="child-new")
     assert k.is_alive() and not k.started
     assert k.wake() is True                      # asleep in its first sleep
-    wait_until(lambda: p.n >= 1, "new KThread runs threadfn")
+    wait_for(lambda: p.n >= 1, DEADLINE, "new KThread runs threadfn")
     k.park(DEADLINE)
     assert k.is_parked
     n = p.n
@@ -92,10 +64,10 @@ def new_kthreads_work(cpu: int) -> dict:
     assert p.n == n and k.is_parked
     k.unpark()
     assert not k.is_parked
-    wait_until(lambda: p.n > n, "new KThread runs after unpark")
+    wait_for(lambda: p.n > n, DEADLINE, "new KThread runs after unpark")
     n = p.n
     k.wake()
-    wait_until(lambda: p.n > n, "new KThread runs after wake")
+    wait_for(lambda: p.n > n, DEADLINE, "new KThread runs after wake")
     r = k.stop(DEADLINE)
     assert r == p.n and not k.is_alive(), (r, p.n)
     out["new"] = r
@@ -104,7 +76,7 @@ def new_kthreads_work(cpu: int) -> dict:
     pc = kpark.create_on_cpu(kloop, q, cpu, "child/%u")
     assert pc.is_parked and pc.is_per_cpu and pc.cpu == cpu and not pc.started
     pc.unpark()
-    wait_until(lambda: q.n >= 1, "per-CPU KThread runs after unpark")
+    wait_for(lambda: q.n >= 1, DEADLINE, "per-CPU KThread runs after unpark")
     assert os.sched_getaffinity(pc.native_id) == {cpu}
     pc.park(DEADLINE)
     pc.unpark()
@@ -204,8 +176,8 @@ def main() -> None:
     ks["parked_early"].park(DEADLINE)
     ks["sleeping"] = kpark.KThread(kloop, progs["sleeping"])
     ks["sleeping"].start()
-    wait_until(lambda: progs["sleeping"].n >= 1 and asleep(ks["sleeping"].native_id),
-               "sleeping KThread asleep in schedule()")
+    wait_for(lambda: progs["sleeping"].n >= 1 and asleep(ks["sleeping"].native_id),
+             DEADLINE, "sleeping KThread asleep in schedule()")
     ks["per_cpu"] = kpark.create_on_cpu(kloop, progs["per_cpu"], cpu)
     ks["ticking"] = kpark.KThread(ticker, progs["ticking"])
     ks["ticking"].start()
@@ -248,14 +220,14 @@ def main() -> None:
     for name in ("parked", "parked_early", "per_cpu"):
         n = progs[name].n
         ks[name].unpark()
-        wait_until(lambda: progs[name].n > n, f"{name} runs after unpark")
+        wait_for(lambda: progs[name].n > n, DEADLINE, f"{name} runs after unpark")
     ks["never"].start()
-    wait_until(lambda: progs["never"].n >= 1, "never-woken one runs after start")
+    wait_for(lambda: progs["never"].n >= 1, DEADLINE, "never-woken one runs after start")
     n = progs["sleeping"].n
     ks["sleeping"].wake()
-    wait_until(lambda: progs["sleeping"].n > n, "sleeping one runs after wake")
+    wait_for(lambda: progs["sleeping"].n > n, DEADLINE, "sleeping one runs after wake")
     n = progs["ticking"].n
-    wait_until(lambda: progs["ticking"].n > n, "ticking one keeps ticking")
+    wait_for(lambda: progs["ticking"].n > n, DEADLINE, "ticking one keeps ticking")
     for name, k in ks.items():
         r = k.stop(DEADLINE)
         parent[name] = r

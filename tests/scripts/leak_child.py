@@ -1,4 +1,4 @@
-"""Subprocess payload for tests/test_process.py (issue 2, semantics 17).
+"""Subprocess payload for tests/test_process.py (semantics 17).
 
     python leak_child.py CYCLES WARMUP
 
@@ -24,25 +24,12 @@ import time
 
 import kpark
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+from helpers import Prog, kloop  # noqa: E402
+
 CYCLES, WARMUP = int(sys.argv[1]), int(sys.argv[2])
 PAGE = os.sysconf("SC_PAGE_SIZE")
 DEADLINE = 10.0
-
-
-class Prog:
-    __slots__ = ("n",)
-
-    def __init__(self) -> None:
-        self.n = 0
-
-
-def kloop(p: Prog) -> int:
-    while not kpark.should_stop():
-        if kpark.should_park():
-            kpark.parkme()
-        p.n += 1
-        kpark.schedule()
-    return p.n
 
 
 def os_threads() -> int:

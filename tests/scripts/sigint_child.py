@@ -1,4 +1,4 @@
-"""Subprocess payload for tests/test_process.py (issue 2, semantics 14).
+"""Subprocess payload for tests/test_process.py (semantics 14).
 
     python sigint_child.py CALL SENDER TIMED REPS
 
@@ -39,7 +39,8 @@ import threading
 import time
 import traceback
 
-from proc_state import main_asleep  # this script's own folder
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+from helpers import main_asleep, wait_for  # noqa: E402
 
 import kpark
 
@@ -53,14 +54,6 @@ DEADLINE = 10.0   # for states that must eventually hold
 
 def say(*words: object) -> None:
     print(*words, flush=True)
-
-
-def wait_until(pred, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"did not happen within {DEADLINE} s: {what}")
-        time.sleep(0.0005)
 
 
 class Prog:
@@ -85,7 +78,7 @@ def progresses(k: kpark.KThread, p: Prog) -> None:
     """The thread still runs its loop: a wake makes it go round once more."""
     n = p.n
     k.wake()
-    wait_until(lambda: p.n > n, f"{k.name} loops again after wake()")
+    wait_for(lambda: p.n > n, DEADLINE, f"{k.name} loops again after wake()")
 
 
 # ---- the in-process senders -------------------------------------------------
@@ -195,7 +188,7 @@ class ParkScenario:
         assert k.is_parked
         n = p.n
         k.unpark()
-        wait_until(lambda: p.n > n, "runs again after unpark()")
+        wait_for(lambda: p.n > n, DEADLINE, "runs again after unpark()")
         r = k.stop(DEADLINE)
         assert r == p.n and not k.is_alive(), (r, p.n)
         return r
@@ -321,8 +314,8 @@ class StartScenario:
         line = sys.stdin.readline().strip()
         assert line == "THAWED", line
         # start() had woken it: once thawed it enters threadfn by itself.
-        wait_until(lambda: k.started, "threadfn entered after the thaw")
-        wait_until(lambda: p.n > 0, "threadfn runs")
+        wait_for(lambda: k.started, DEADLINE, "threadfn entered after the thaw")
+        wait_for(lambda: p.n > 0, DEADLINE, "threadfn runs")
         try:
             k.start()
         except RuntimeError as e:

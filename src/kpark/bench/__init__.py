@@ -10,7 +10,7 @@ Layout (this subpackage imports the rest of kpark; nothing in kpark imports it):
   plot.py            the ratio chart (matplotlib: the kpark[plot] extra)
   cli.py             the command line
 
-The C limit comes from kpark._limit (kp_limit.h): the same token hand-off in
+The C limit comes from kpark.bench._limit (kp_limit.h): the same token hand-off in
 C between two pthreads, with no Python and no GIL.
 """
 from kpark.bench.cli import bench, main

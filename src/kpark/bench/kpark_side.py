@@ -104,7 +104,7 @@ class ExecutorHotplug(Workload):
         self.cpus = cpus
 
     def __enter__(self) -> "ExecutorHotplug":
-        self.ex = PerCPUExecutor(self.cpus)
+        self.ex = PerCPUExecutor(cpus=self.cpus)
         self.ex.submit(noop).result()
         return self
 
@@ -128,7 +128,7 @@ class ExecutorSubmit(Workload):
         self.cpus = cpus
 
     def __enter__(self) -> "ExecutorSubmit":
-        self.ex = PerCPUExecutor(self.cpus)
+        self.ex = PerCPUExecutor(cpus=self.cpus)
         for f in [self.ex.submit(noop) for _ in range(4 * len(self.ex.cpus))]:
             f.result()
         return self
@@ -143,17 +143,18 @@ class ExecutorSubmit(Workload):
 
 
 class ExecutorMap(ExecutorSubmit):
-    """list(ex.map(fn, range(items))) on PerCPUExecutor (chunksize: map's own
-    default unless given; 1 is one task per item, as ThreadPoolExecutor does)."""
+    """list(ex.map(fn, range(items))) on PerCPUExecutor: one task per item
+    (map's default, as ThreadPoolExecutor), or `chunksize` items per task."""
+    label = "PerCPUExecutor, per item"
 
     def __init__(self, items: int, cpus: Optional[List[int]] = None,
-                 chunksize: Optional[int] = None) -> None:
+                 chunksize: int = 1) -> None:
         super().__init__(cpus)
         self.items = items
         self.ops = items
         self.chunksize = chunksize
-        if chunksize is not None:
-            self.label = f"PerCPUExecutor, chunksize={chunksize}"
+        if chunksize > 1:
+            self.label = f"PerCPUExecutor, chunked (chunksize={chunksize})"
 
     def run(self, n: int) -> None:
         for _ in range(n):
@@ -172,7 +173,7 @@ class ExecutorScaling(Workload):
         self.ops = tasks
 
     def __enter__(self) -> "ExecutorScaling":
-        self.ex = PerCPUExecutor(self.cpus)
+        self.ex = PerCPUExecutor(cpus=self.cpus)
         wait([self.ex.submit(noop) for _ in range(4 * len(self.cpus))])
         return self
 

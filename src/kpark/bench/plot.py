@@ -9,6 +9,10 @@ MISSING = ("--plot needs matplotlib, which is not installed; install it with "
            "`pip install 'kpark[plot]'` (or `pip install matplotlib`)")
 
 
+#: Other processes' CPU share (percent) above which a run is marked noisy.
+NOISY_PERCENT = 10.0
+
+
 class PlotUnavailable(RuntimeError):
     """matplotlib is missing: the message says how to install it."""
 
@@ -34,19 +38,35 @@ def plot_ratios(doc: Dict[str, Any], path: str) -> None:
     ratios = [r["ratio"] for r in rows]
     colors = ["#2a7ab9" if x >= 1 else "#c0392b" for x in ratios]
     fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) + 1.8))
-    ax.barh(range(len(rows)), ratios, color=colors)
-    ax.set_yticks(range(len(rows)))
+    # Bars grow from 1x (a tie) to the ratio, right for a win, left for a loss.
+    ys = range(len(rows))
+    ax.barh(ys, [x - 1.0 for x in ratios], left=1.0, color=colors)
+    # Whiskers: the ratio's p10..p90 (detail.ratio_spread), where the run has it.
+    lo_err, hi_err = [], []
+    for r, x in zip(rows, ratios):
+        s = r.get("detail", {}).get("ratio_spread") or {"p10": x, "p90": x}
+        lo_err.append(max(0.0, x - s["p10"]))
+        hi_err.append(max(0.0, s["p90"] - x))
+    ax.errorbar(ratios, list(ys), xerr=[lo_err, hi_err], fmt="none", ecolor="black",
+                elinewidth=0.8, capsize=3)
+    ax.set_yticks(list(ys))
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=0.8)
-    for i, (r, x) in enumerate(zip(rows, ratios)):
-        ax.text(x * 1.05, i, f"{x:.3g}×", va="center", fontsize=8)
-    ax.set_xlim(right=max(ratios + [1.0]) * 4)
+    for i, (x, hi) in enumerate(zip(ratios, hi_err)):
+        ax.text(max(x + hi, 1.0) * 1.08, i, f"{x:.3g}×", va="center", fontsize=8)
+    lows = [x - lo for x, lo in zip(ratios, lo_err)]
+    ax.set_xlim(left=min(lows + [1.0]) / 1.5, right=max(ratios + [1.0]) * 4)
     m = doc["machine"]
-    ax.set_xlabel("times better than the best pure-threading baseline (log scale; > 1: kpark wins)")
-    ax.set_title(f"kpark {doc['kpark']} vs threading ({doc['mode']} run)\n"
-                 f"{m['cpu_model']}, {m['cpus']} CPUs, Python {m['python']} ({m['gil']}), "
-                 f"{m['backend']} backend", fontsize=9)
+    ax.set_xlabel("times better than the best pure-threading baseline (log scale; > 1: kpark "
+                  "wins); whiskers: p10–p90")
+    title = (f"kpark {doc['kpark']} vs threading ({doc['mode']} run)\n"
+             f"{m['cpu_model']}, {m['cpus']} CPUs, Python {m['python']} ({m['gil']}), "
+             f"{m['backend']} backend")
+    other = m.get("other_cpu_percent")
+    if other is not None and other >= NOISY_PERCENT:
+        title += f"\nNOISY RUN: other processes used {other:g}% of the CPUs"
+    ax.set_title(title, fontsize=9, color="#c0392b" if "NOISY" in title else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -22,16 +22,18 @@ units.  `target_met` is null for rows without targets.
 from __future__ import annotations
 
 import os
+import textwrap
 import platform
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import kpark
+from kpark._kcore import spin_budgets
 from kpark.bench.runner import SpecResult
 from kpark.bench.suite import Spec, Target
 
-__all__ = ["CpuShare", "machine_info", "build_rows", "document", "format_table", "format_markdown",
+__all__ = ["CpuShare", "machine_info", "build_rows", "document", "format_table",
            "format_machine",
            "format_value", "ROW_KEYS"]
 
@@ -105,7 +107,7 @@ class CpuShare:
 
 def machine_info() -> Dict[str, Any]:
     """Where the numbers come from."""
-    multi = len(os.sched_getaffinity(0)) > 1
+    spin_ns, gil_spin_ns = spin_budgets()
     return {
         "cpu_model": _cpu_model(),
         "cpus": len(os.sched_getaffinity(0)),
@@ -115,8 +117,8 @@ def machine_info() -> Dict[str, Any]:
         "backend": kpark.BACKEND,
         "gil": _gil(),
         "switch_interval_s": sys.getswitchinterval(),
-        "spin_ns": int(os.environ.get("KPARK_SPIN_NS", 20000)) if multi else 0,
-        "gil_spin_ns": int(os.environ.get("KPARK_GIL_SPIN_NS", 5000)) if multi else 0,
+        "spin_ns": spin_ns,
+        "gil_spin_ns": gil_spin_ns,
         "kernel": platform.release(),
         "load_before": _loadavg(),
         "load_after": None,
@@ -129,6 +131,18 @@ def _better(unit: str, a: float, b: float) -> float:
     if unit == "tasks/s":
         return a / b
     return b / a
+
+
+def _ratio_spread(unit: str, case: Any, best: str) -> Dict[str, float]:
+    """The ratio's p10..p90: kpark's p10/p90 against the best baseline's
+    p90/p10 (the worst and the best pairing of the two sides' spreads)."""
+    k = case.kpark.spread(unit)
+    b = next(s for s in case.baselines if s.label == best).spread(unit)
+    if unit == "tasks/s":           # higher is better
+        lo, hi = _better(unit, k["p10"], b["p90"]), _better(unit, k["p90"], b["p10"])
+    else:                           # lower is better
+        lo, hi = _better(unit, k["p90"], b["p10"]), _better(unit, k["p10"], b["p90"])
+    return {"p10": min(lo, hi), "p90": max(lo, hi)}
 
 
 def _check(spec: Spec, t: Target, kpark_v: float, baselines: Dict[str, float],
@@ -164,6 +178,9 @@ def build_rows(results: List[SpecResult]) -> List[Dict[str, Any]]:
             best = pick(baselines, key=lambda k: baselines[k])
         ratio = (_better(spec.unit, kpark_v, baselines[best])
                  if kpark_v is not None and best is not None else None)
+        detail = dict(r.detail, seconds=round(r.seconds, 2))
+        if ratio is not None:
+            detail["ratio_spread"] = _ratio_spread(spec.unit, r.cases[-1], best)
         vs_c = (kpark_v / r.c_limit if kpark_v is not None and r.c_limit
                 and not spec.higher_is_better else None)
         checks = ([_check(spec, t, kpark_v, baselines, best, r.c_limit)
@@ -180,7 +197,7 @@ def build_rows(results: List[SpecResult]) -> List[Dict[str, Any]]:
             "ratio": ratio, "c_limit": r.c_limit, "vs_c_limit": vs_c,
             "target": ", ".join(t.describe() for t in spec.targets) or None,
             "target_met": met, "targets": checks, "note": spec.note,
-            "detail": dict(r.detail, seconds=round(r.seconds, 2)),
+            "detail": detail,
         })
     return rows
 
@@ -243,27 +260,45 @@ def _table_rows(rows: List[Dict[str, Any]]) -> Tuple[List[str], List[List[str]]]
     return head, body
 
 
-def format_table(rows: List[Dict[str, Any]]) -> str:
-    """The table `python -m kpark bench` prints."""
+def format_table(rows: List[Dict[str, Any]], width: Optional[int] = None) -> str:
+    """The table `python -m kpark bench` prints, at most `width` columns wide
+    where it can be (None: no limit).  Target texts that do not fit move to
+    a legend below the table ("[1] missed: ..."), wrapped to `width`."""
     head, body = _table_rows(rows)
-    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     right = {2, 3, 4, 5}
+    legend: List[str] = []
 
-    def line(cells: List[str]) -> str:
+    def widths_of(table: List[List[str]]) -> List[int]:
+        return [max(len(r[i]) for r in table) for i in range(len(head))]
+
+    def line(cells: List[str], widths: List[int]) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    out = [line(head), line(["-" * w for w in widths])]
-    out += [line(r) for r in body]
-    return "\n".join(out)
+    def total(widths: List[int]) -> int:
+        return sum(widths) + 2 * (len(widths) - 1)
 
-
-def format_markdown(rows: List[Dict[str, Any]]) -> str:
-    """The same table in Markdown (README)."""
-    head, body = _table_rows(rows)
-    out = ["| " + " | ".join(head) + " |",
-           "|" + "|".join("---:" if i in (2, 3, 4, 5) else "---" for i in range(len(head))) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in body]
+    widths = widths_of([head, *body])
+    if width is not None and total(widths) > width:
+        # First the target texts move to the legend ...
+        room = max(len(head[-1]), 6, width - total(widths[:-1]) - 2)
+        for r in body:
+            if len(r[-1]) > room:
+                legend.append(f"[{len(legend) + 1}] {r[1]}: {r[-1]}")
+                r[-1] = f"[{len(legend)}]"
+        widths = widths_of([head, *body])
+        # ... then long titles are cut (the number names the row).
+        over = total(widths) - width
+        if over > 0:
+            keep = max(len(head[1]), 12, widths[1] - over)
+            for r in body:
+                if len(r[1]) > keep:
+                    r[1] = r[1][:keep - 1] + "…"
+            widths = widths_of([head, *body])
+    out = [line(head, widths), line(["-" * w for w in widths], widths)]
+    out += [line(r, widths) for r in body]
+    for note in legend:
+        out += textwrap.wrap(note, width or 10 ** 6, subsequent_indent="    ")
     return "\n".join(out)
 
 

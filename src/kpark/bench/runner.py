@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from kpark.bench import _limit
 from kpark.bench.suite import Case, Ctx, Spec, busy_context, scaling_workers
 from kpark.bench.workload import BusyGIL, Workload
 
@@ -148,25 +149,14 @@ def _measure_case(case: Case, quick: bool, spec: Spec,
 
 # -- the C limit -----------------------------------------------------------------
 
-def _limit_module() -> Any:
-    try:
-        from kpark import _limit
-    except ImportError:  # an old build without the helper
-        return None
-    return _limit
-
-
 def c_round_trip(quick: bool, cpus: Sequence[int]) -> Dict[str, Any]:
     """The C ping-pong (µs per round trip): pinned to two CPUs and unpinned.
 
     Each variant is measured in REPEATS interleaved runs; `value` is the
     lowest median of all: a limit is what the machine can do, and a run
-    that shared a CPU with another process does not show that.  Empty dict
-    if kpark._limit is not built.
+    that shared a CPU with another process does not show that.
     """
-    lim = _limit_module()
-    if lim is None:
-        return {}
+    lim = _limit
     samples, batch = (40, 500) if quick else (100, 1000)
     out: Dict[str, Any] = {"spin_ns": lim.default_spin_ns()}
     variants: Dict[str, Any] = {"unpinned": None}
@@ -186,17 +176,18 @@ def c_round_trip(quick: bool, cpus: Sequence[int]) -> Dict[str, Any]:
 REPEATS = 3
 
 
-def gil_floor(quick: bool) -> Optional[Tuple[float, float]]:
-    """kpark._limit.gil_pingpong: the least a hand-off between Python threads
-    costs.  Returns (µs per round trip, best median of REPEATS runs; its ratio
-    to the C limit), or None on one CPU.
+def gil_floor(quick: bool) -> Optional[Tuple[float, float, float]]:
+    """kpark.bench._limit.gil_pingpong: the least a hand-off between Python threads
+    costs.  Returns (GIL floor µs per round trip, the C ping-pong µs measured
+    right beside it, their ratio), or None on one CPU.
 
-    The ratio is the median of REPEATS ratios, each to a C ping-pong taken
-    right beside it: where the host puts the two vCPUs changes both numbers
-    several-fold and can change between two benchmarks of one run.
+    Of REPEATS (floor, C) pairs, the one with the median ratio: where the
+    host puts the two vCPUs changes both numbers several-fold and can change
+    between two benchmarks of one run, so a floor is only compared with the
+    C figure taken beside it, and the three numbers returned divide.
     """
-    lim = _limit_module()
-    if lim is None or not hasattr(lim, "gil_pingpong") or len(os.sched_getaffinity(0)) < 2:
+    lim = _limit
+    if len(os.sched_getaffinity(0)) < 2:
         return None  # both sides spin: on one CPU that measures the scheduler
     samples, batch = (40, 500) if quick else (100, 1000)
     pairs = []
@@ -204,8 +195,9 @@ def gil_floor(quick: bool) -> Optional[Tuple[float, float]]:
         floor = statistics.median(lim.gil_pingpong(samples, batch, 1000))
         c = statistics.median(lim.pingpong(samples, batch, 1000))
         pairs.append((floor, c))
-    best = min(floor for floor, _ in pairs)
-    return best * 1e6, statistics.median(floor / c for floor, c in pairs)
+    pairs.sort(key=lambda p: p[0] / p[1])
+    floor, c = pairs[len(pairs) // 2]
+    return floor * 1e6, c * 1e6, floor / c
 
 
 def bytecode_per_side() -> float:
@@ -266,7 +258,8 @@ def run_specs(specs: Sequence[Spec], quick: bool, progress: Optional[Progress] =
             # The GIL floor: the same hand-off between two Python threads with
             # no bytecode at all; what the GIL alone costs on top of C.
             result.detail["gil_floor"] = measured[0] if measured else None
-            result.detail["gil_floor_vs_c_limit"] = measured[1] if measured else None
+            result.detail["gil_floor_c_beside"] = measured[1] if measured else None
+            result.detail["gil_floor_vs_c_limit"] = measured[2] if measured else None
             result.detail["bytecode_per_side"] = side
         else:
             busy = busy_context(spec)
@@ -295,9 +288,7 @@ def run_specs(specs: Sequence[Spec], quick: bool, progress: Optional[Progress] =
 
 def c_busy(cpus: Sequence[int]) -> Dict[str, Any]:
     """The C ping-pong while the busy-GIL thread runs: it needs no GIL, only CPUs."""
-    lim = _limit_module()
-    if lim is None:
-        return {}
+    lim = _limit
     # Few, short batches: a CPU shared with the busy thread can stall a
     # round trip for a whole scheduler slice.
     return {"value": statistics.median(lim.pingpong(20, 20, 20)) * 1e6}

@@ -1,5 +1,5 @@
 # cython: language_level=3, freethreading_compatible=True
-"""kpark._limit: what the machine can do, for the benchmark tables.
+"""kpark.bench._limit: what the machine can do, for the benchmark tables.
 
 pingpong() is the "C limit" row of `python -m kpark bench`: the token
 hand-off of kpark.Completion done entirely in C between two pthreads, with
@@ -21,6 +21,8 @@ from kpark.c_wait cimport kp_wait_init, KP_BACKEND_NAME
 
 import os as _os
 
+from kpark._kcore import spin_budgets
+
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
 
@@ -34,10 +36,8 @@ BACKEND = KP_BACKEND_NAME.decode()
 
 
 def default_spin_ns():
-    """The spin budget kpark's waits use: KPARK_SPIN_NS (default 20000 ns), 0 on one CPU."""
-    if len(_os.sched_getaffinity(0)) < 2:
-        return 0
-    return int(_os.environ.get("KPARK_SPIN_NS", 20000))
+    """The spin budget kpark's own waits use (kpark._kcore.spin_budgets())."""
+    return spin_budgets()[0]
 
 
 def pingpong(long samples=100, long batch=100, long warmup=1000, spin_ns=None, cpus=None):
@@ -103,7 +103,7 @@ cdef class _GilRelay:
     cdef char _pad2[60]
     cdef long rounds
 
-    cdef inline void _give_and_wait(self, uint32_t other, uint32_t me, bint wait) noexcept nogil:
+    cdef inline void _give_and_wait(self, uint32_t me, bint wait) noexcept nogil:
         cdef uint32_t mine
         mine = kp_fetch_add32(&self.epoch, 1, KP_RELAXED) + 1
         if wait:
@@ -113,18 +113,18 @@ cdef class _GilRelay:
     def peer(self):
         cdef long i
         with nogil:
-            self._give_and_wait(1, 1, True)
+            self._give_and_wait(1, True)
         for i in range(self.rounds):
             kp_store32(&self.turn, 0, KP_RELEASE)
             with nogil:
-                self._give_and_wait(0, 1, i + 1 < self.rounds)
+                self._give_and_wait(1, i + 1 < self.rounds)
 
     cdef int hand_off(self, long n) except -1:
         cdef long i
         for i in range(n):
             kp_store32(&self.turn, 1, KP_RELEASE)
             with nogil:
-                self._give_and_wait(1, 0, True)
+                self._give_and_wait(0, True)
         return 0
 
 
