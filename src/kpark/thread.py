@@ -25,9 +25,41 @@ EXIT_TIMEOUT = 1.0
 
 _COMM_BYTES = 15  # TASK_COMM_LEN - 1
 _THREAD_NAME: Any = threading.Thread.__dict__["name"]  # the property KThread.name extends
-_counter = itertools.count(1)
+_counter = itertools.count(1)  # next() only under _registry_lock
 _registry_lock = threading.Lock()
-_registry: "weakref.WeakSet[KThread]" = weakref.WeakSet()
+# id -> weak reference of every KThread not yet collected.  A dict, not a
+# WeakSet: each change is one dict operation and copy() is one atomic
+# snapshot on every build, while a WeakSet's iteration guard is a
+# check-then-act against removals from the collecting thread (iterating it
+# at exit could raise "Set changed size during iteration").
+_registry: "dict[int, weakref.ReferenceType[KThread]]" = {}
+
+
+def _default_name() -> str:
+    """The next "KThread-N" name; unique even when threads ask at once."""
+    # Under the lock: no build documents next() on a shared itertools.count
+    # as atomic, and the names must not depend on it.
+    with _registry_lock:
+        return f"KThread-{next(_counter)}"
+
+
+def _register(k: "KThread") -> None:
+    """Add `k` to the registry; it leaves it when collected.  Any thread."""
+    key = id(k)
+    pop = _registry.pop
+
+    def forget(_ref: "weakref.ReferenceType[KThread]") -> None:
+        # Runs while `k` is being freed, before its id can be reused, so it
+        # removes exactly this entry.
+        pop(key, None)
+
+    _registry[key] = weakref.ref(k, forget)
+
+
+def _registered() -> "list[KThread]":
+    """Every registered KThread still alive as an object.  Any thread."""
+    refs = _registry.copy()  # one atomic snapshot
+    return [k for k in (r() for r in refs.values()) if k is not None]
 
 
 def _comm_name(name: str) -> bytes:
@@ -61,15 +93,15 @@ class KThread(threading.Thread):
         if not callable(threadfn):
             raise TypeError(f"threadfn must be callable, got {type(threadfn).__name__}")
         if name is None:
-            name = f"KThread-{next(_counter)}"
+            name = _default_name()
         elif not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         super().__init__(name=name, daemon=True)
         self._core = KCore()
+        self._start_lock = threading.Lock()  # one start() at a time
         self._threadfn = threadfn
         self._data = data
-        with _registry_lock:
-            _registry.add(self)
+        _register(self)
         threading.Thread.start(self)  # the OS thread, straight into its first sleep
         self._core.wait_booted()
 
@@ -93,8 +125,15 @@ class KThread(threading.Thread):
 
         Any thread but itself.  RuntimeError if already started or parked
         before threadfn ran; ThreadExitedError if a stop came first.
+        Concurrent calls behave as if made one after the other: one starts
+        the thread, the others raise what a second start() raises.
         """
-        self._core.start()
+        # KCore.start() checks STARTED, then wakes and waits: callers racing
+        # between the check and the wake would all return, each leaving a
+        # stray wake token.  The lock is held while waiting for threadfn to
+        # be entered (never the GIL), so a later caller sees the outcome.
+        with self._start_lock:
+            self._core.start()
 
     def bind(self, cpu: int) -> None:
         """kthread_bind: pin the thread to `cpu`; only before the first wake.
@@ -231,15 +270,15 @@ def _after_fork_in_child() -> None:
     # The OS threads did not survive fork(); their words still say they did.
     global _registry_lock
     _registry_lock = threading.Lock()
-    for k in list(_registry):
+    for k in _registered():
         k._core.mark_exited_after_fork()
+        k._start_lock = threading.Lock()  # a start() in flight at fork held it
     _registry.clear()
 
 
 def _stop_all_at_exit() -> None:
     # Runs from threading's shutdown, before it joins non-daemon threads.
-    with _registry_lock:
-        live = [k for k in _registry if not k._core.exited]
+    live = [k for k in _registered() if not k._core.exited]
     for k in live:
         try:
             k._core.request_stop()

@@ -13,11 +13,11 @@ from typing import List, Optional
 
 from kpark import (Completion, Flags, KThread, PerCPUExecutor, parkme, schedule,
                    should_park, should_stop)
-from kpark.bench.workload import Workload, inc, noop
+from kpark.bench.workload import PY_WORK_LOOPS, Workload, inc, noop, py_work
 
 __all__ = [
     "CompletionPingPong", "KThreadParkCycle", "ExecutorHotplug", "ExecutorSubmit",
-    "ExecutorMap", "ExecutorScaling", "FlagsOps",
+    "ExecutorMap", "ExecutorScaling", "ExecutorPyScaling", "FlagsOps",
 ]
 
 
@@ -186,6 +186,21 @@ class ExecutorScaling(Workload):
 
     def __exit__(self, *exc: object) -> None:
         self.ex.shutdown(wait=True)
+
+
+class ExecutorPyScaling(ExecutorScaling):
+    """`tasks` pure-Python tasks (py_work: no lock, nothing released) on a
+    PerCPUExecutor over `cpus`."""
+
+    def __init__(self, cpus: List[int], tasks: int) -> None:
+        super().__init__(cpus, tasks, b"")
+
+    def run(self, n: int) -> None:
+        submit, work = self.ex.submit, py_work
+        for _ in range(n):
+            fs = [submit(work, PY_WORK_LOOPS) for _ in range(self.tasks)]
+            for f in fs:
+                f.result()
 
 
 # -- 6. flag ops ------------------------------------------------------------------

@@ -9,6 +9,7 @@ same specs, so both runners measure the same code.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -27,6 +28,15 @@ MAP_CHUNK = 256
 SHA_BYTES = 1 << 20
 #: GIL-releasing tasks per sample, per worker.
 SHA_TASKS_PER_WORKER = 4
+#: Pure-Python tasks per sample, per worker.
+PY_TASKS_PER_WORKER = 4
+
+#: A free-threaded build with the GIL off: benchmark 8's busy thread then has
+#: no GIL to hold, and its rows measure a busy third thread on the CPUs.
+GIL_DISABLED = not getattr(sys, "_is_gil_enabled", lambda: True)()
+_BUSY = "busy thread, no GIL" if GIL_DISABLED else "busy GIL"
+_BUSY_NOTE = ("a third thread running pure-Python CPU work (no GIL: it only takes a CPU)"
+              if GIL_DISABLED else "a third thread running pure-Python CPU work")
 
 
 @dataclass
@@ -120,7 +130,8 @@ def _ping_pong(ctx: Ctx) -> List[Case]:
 
 def _busy_ping_pong(ctx: Ctx) -> List[Case]:
     cases = _ping_pong(ctx)
-    cases[0].extras.append(SwitchInterval(K.CompletionPingPong(), SHORT_SWITCH_INTERVAL))
+    if not GIL_DISABLED:  # no GIL: no switch interval to shorten
+        cases[0].extras.append(SwitchInterval(K.CompletionPingPong(), SHORT_SWITCH_INTERVAL))
     return cases
 
 
@@ -130,7 +141,8 @@ def _park_cycle(ctx: Ctx) -> List[Case]:
 
 def _busy_park_cycle(ctx: Ctx) -> List[Case]:
     cases = _park_cycle(ctx)
-    cases[0].extras.append(SwitchInterval(K.KThreadParkCycle(), SHORT_SWITCH_INTERVAL))
+    if not GIL_DISABLED:
+        cases[0].extras.append(SwitchInterval(K.KThreadParkCycle(), SHORT_SWITCH_INTERVAL))
     return cases
 
 
@@ -173,6 +185,16 @@ def _scaling(ctx: Ctx) -> List[Case]:
     return cases
 
 
+def _py_scaling(ctx: Ctx) -> List[Case]:
+    cases = []
+    for k in scaling_workers(ctx):
+        tasks = PY_TASKS_PER_WORKER * k
+        cases.append(Case(f"{k} worker{'s' if k > 1 else ''}",
+                          K.ExecutorPyScaling(ctx.cpus[:k], tasks),
+                          [T.ThreadPoolPyScaling(k, tasks)]))
+    return cases
+
+
 SPECS: Tuple[Spec, ...] = (
     Spec("1", "wake_ping_pong", "wake ping-pong", "µs", _ping_pong,
          targets=(Target("speedup", 4, T.EventPingPong.label),
@@ -203,20 +225,24 @@ SPECS: Tuple[Spec, ...] = (
     Spec("7", "gil_free_scaling", "GIL-free scaling", "tasks/s", _scaling,
          budget=(0.4, 2.0), min_samples=(3, 10), max_batch=4,
          note="sha256 over 1 MiB per task; value at ncpu workers"),
-    Spec("8a", "busy_gil_ping_pong", "busy GIL: ping-pong", "µs", _busy_ping_pong,
+    Spec("10", "python_scaling", "pure-Python scaling", "tasks/s", _py_scaling,
+         budget=(0.4, 2.0), min_samples=(3, 10), max_batch=4,
+         note="pure-Python loop per task, no lock, nothing released; value at "
+              "ncpu workers (scales only without a GIL)"),
+    Spec("8a", "busy_gil_ping_pong", f"{_BUSY}: ping-pong", "µs", _busy_ping_pong,
          c_limit="round_trip", busy_gil=True,
          budget=(0.5, 3.0), min_samples=(6, 24), sample_s=(0.05, 0.1),
          # Calibrated while the GIL happens to be quiet, a large batch takes
          # seconds once switch-interval stalls (ms per operation) set in.
          max_batch=20,
-         note="benchmark 1 with a third thread running pure-Python CPU work"),
-    Spec("8b", "busy_gil_park_cycle", "busy GIL: park cycle", "µs", _busy_park_cycle,
+         note=f"benchmark 1 with {_BUSY_NOTE}"),
+    Spec("8b", "busy_gil_park_cycle", f"{_BUSY}: park cycle", "µs", _busy_park_cycle,
          c_limit="cycle", busy_gil=True,
          budget=(0.5, 3.0), min_samples=(6, 24), sample_s=(0.05, 0.1),
          # Calibrated while the GIL happens to be quiet, a large batch takes
          # seconds once switch-interval stalls (ms per operation) set in.
          max_batch=20,
-         note="benchmark 2 with a third thread running pure-Python CPU work"),
+         note=f"benchmark 2 with {_BUSY_NOTE}"),
     Spec("9", "c_limit", "C limit (no Python, no GIL)", "µs", lambda ctx: [],
          c_limit="round_trip", floor=True,
          note="the token hand-off of benchmark 1 in C between two pthreads"),

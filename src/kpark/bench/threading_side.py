@@ -18,12 +18,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Optional
 
-from kpark.bench.workload import Workload, inc, noop
+from kpark.bench.workload import PY_WORK_LOOPS, Workload, inc, noop, py_work
 
 __all__ = [
     "EventPingPong", "LockPingPong", "ConditionPingPong",
     "ConditionParkCycle", "TeardownSetupCycle",
     "ThreadPoolRecreate", "ThreadPoolSubmit", "ThreadPoolMap", "ThreadPoolScaling",
+    "ThreadPoolPyScaling",
     "LockedIntFlags", "LockedIntFlagsInline",
 ]
 
@@ -350,6 +351,20 @@ class ThreadPoolScaling(Workload):
 
     def __exit__(self, *exc: object) -> None:
         self.ex.shutdown(wait=True)
+
+
+class ThreadPoolPyScaling(ThreadPoolScaling):
+    """`tasks` pure-Python tasks (py_work) on ThreadPoolExecutor(workers)."""
+
+    def __init__(self, workers: int, tasks: int) -> None:
+        super().__init__(workers, tasks, b"")
+
+    def run(self, n: int) -> None:
+        submit, work = self.ex.submit, py_work
+        for _ in range(n):
+            fs = [submit(work, PY_WORK_LOOPS) for _ in range(self.tasks)]
+            for f in fs:
+                f.result()
 
 
 # -- 6. flag ops ------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """What both sides of every benchmark share: the workload protocol, the
-trivial task functions, and the busy-GIL thread of benchmark 8."""
+task functions, and the busy thread of benchmark 8 (a busy GIL, or on a
+free-threaded build a busy third thread with no GIL to contend for)."""
 from __future__ import annotations
 
 import sys
 import threading
 from typing import Any, Optional
 
-__all__ = ["Workload", "noop", "inc", "BusyGIL", "SwitchInterval"]
+__all__ = ["Workload", "noop", "inc", "py_work", "PY_WORK_LOOPS", "BusyGIL", "SwitchInterval"]
 
 
 def noop() -> None:
@@ -16,6 +17,21 @@ def noop() -> None:
 def inc(x: int) -> int:
     """The trivial task of the map-throughput benchmark."""
     return x + 1
+
+
+#: Iterations of one pure-Python scaling task (1-3 ms of bytecode here).
+PY_WORK_LOOPS = 20_000
+
+
+def py_work(loops: int) -> int:
+    """The pure-Python scaling task: bytecode only, no lock, releases nothing.
+
+    With a GIL two of these never run at once; without one they scale.
+    """
+    x = 0
+    for i in range(loops):
+        x += i ^ (x & 0xFF)
+    return x
 
 
 class Workload:
@@ -42,8 +58,10 @@ class Workload:
 class BusyGIL:
     """A thread that runs pure-Python CPU work until the block ends.
 
-    It holds the GIL except when the interpreter makes it drop it: every
-    sys.getswitchinterval() seconds if another thread asks for the GIL.
+    With a GIL it holds the GIL except when the interpreter makes it drop
+    it: every sys.getswitchinterval() seconds if another thread asks for it.
+    On a free-threaded build there is no GIL: it is a third thread busy on a
+    CPU, competing with the measured threads only for the CPUs.
     """
 
     def __init__(self) -> None:
