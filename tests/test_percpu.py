@@ -398,8 +398,15 @@ def test_errors_in_each_callback_are_recorded() -> None:
     cpu = CPUS[0]
     calls: List[str] = []
 
+    # online() never waits for the thread: without this gate the unpark
+    # callback can fail before online() returns, and online() itself then
+    # reports it (a free-threaded build runs the thread at once).
+    unpark_go = threading.Event()
+
     def cb(name: str) -> Callable[..., None]:
         def f(*a: Any) -> None:
+            if name == "unpark":
+                assert unpark_go.wait(10)
             calls.append(name)
             raise errs[name]
         return f
@@ -416,6 +423,7 @@ def test_errors_in_each_callback_are_recorded() -> None:
     with pytest.raises(RuntimeError, match="setup"):
         pool.offline(cpu)  # reports the oldest unreported (setup)
     pool.online(cpu)       # should_run and park were reported with it
+    unpark_go.set()
     wait_for(lambda: "unpark" in calls, what="unpark")
     with pytest.raises(RuntimeError, match="unpark"):
         pool.offline(cpu)

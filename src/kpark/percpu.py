@@ -230,6 +230,9 @@ class PerCPUThreads:
         self._closed = False
         self._auto_offline: set[int] = set()
         self._watcher: Optional[_AffinityWatcher] = None
+        # Serialises replacing the watcher: two follow_affinity() calls (or
+        # one and close()) could otherwise each start one and lose the other.
+        self._watch_lock = threading.Lock()
         made: List[KThread] = []
         try:
             for index, cpu in enumerate(placement):
@@ -601,13 +604,14 @@ class PerCPUThreads:
         if interval is not None:
             interval = _check_interval(interval)
         self._check_caller("follow_affinity")
-        self._stop_watcher()
-        if interval is None:
-            return
-        self._check_open()
-        self._sync_affinity()
-        self._watcher = _AffinityWatcher(self._sync_affinity, interval,
-                                         "kpark-affinity", self._watch_error)
+        with self._watch_lock:
+            self._stop_watcher()
+            if interval is None:
+                return
+            self._check_open()
+            self._sync_affinity()
+            self._watcher = _AffinityWatcher(self._sync_affinity, interval,
+                                             "kpark-affinity", self._watch_error)
 
     def _watch_error(self, exc: BaseException) -> None:
         self._record(None, exc)
@@ -643,7 +647,8 @@ class PerCPUThreads:
         callback error the pool ever recorded, on every call.
         """
         self._check_caller("close")
-        self._stop_watcher()
+        with self._watch_lock:
+            self._stop_watcher()
         with self._lock:
             if not self._closed:
                 self._closing()
@@ -656,6 +661,8 @@ class PerCPUThreads:
                             self._record(cpu, exc)
                 with self._state_lock:
                     self._online = frozenset()
+        with self._watch_lock:
+            self._stop_watcher()  # one follow_affinity() started before we closed
         with self._state_lock:
             if not self._errors:
                 return

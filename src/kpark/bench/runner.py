@@ -311,7 +311,7 @@ def _add_detail(spec: Spec, ctx: Ctx, result: SpecResult) -> None:
         result.detail["switch_interval_s"] = sys.getswitchinterval()
     if spec.name == "map_throughput" and result.cases:
         result.detail["items"] = result.cases[0].kpark.ops
-    if spec.name == "gil_free_scaling" and result.cases:
+    if spec.name in ("gil_free_scaling", "python_scaling") and result.cases:
         per: Dict[str, Dict[str, float]] = {}
         for k, case in zip(scaling_workers(ctx), result.cases):
             per[str(k)] = {case.kpark.label: case.kpark.value(unit),
