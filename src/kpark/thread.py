@@ -83,9 +83,13 @@ def _check_cpu(cpu: object) -> int:
 class KThread(threading.Thread):
     """A thread created asleep, woken, parked, unparked and stopped like a kthread.
 
-    `KThread(threadfn, data)` is `kthread_create`: the OS thread exists when
-    the constructor returns, but `threadfn(data)` is not called until the
-    thread is first woken (`wake()`, `start()`, or `park()` + `unpark()`).
+    `KThread(threadfn, data, *, name=None)` is `kthread_create`: the OS thread
+    exists when the constructor returns, asleep, but `threadfn(data)` is not
+    called until the thread is first woken (`wake()`, `start()`, or `park()`
+    + `unpark()`).  Any thread may construct one.  Raises TypeError for a
+    `threadfn` that is not callable or a `name` that is not a str.  The
+    thread is a daemon: at interpreter exit it is asked to stop and given
+    EXIT_TIMEOUT seconds.
     """
 
     def __init__(self, threadfn: Callable[[Any], Any], data: Any = None, *,
@@ -112,21 +116,32 @@ class KThread(threading.Thread):
     # -- what any thread may call --------------------------------------------
 
     def wake(self) -> bool:
-        """wake_up_process: True if the thread was asleep and this woke it.
+        """wake_up_process: wake the thread from schedule() or its first sleep.
 
-        Any thread.  The first wake starts threadfn.  A wake that finds the
-        thread running is remembered for its next schedule(); parked threads
-        ignore wakes.
+        Context: any thread, the KThread itself included; never blocks.
+        The first wake starts threadfn.  A wake that finds the thread running
+        is remembered (one token, not a count) and makes its next schedule()
+        or idle() return at once.  A parked thread ignores it, except one
+        parked in place by idle(), which keeps it for its unpark().  What the
+        caller wrote before wake() is visible to the thread once it returns
+        from the sleep this wake ends.
+
+        Return: True if the thread was asleep and this call woke it; False
+        otherwise (token left, parked, or exited).  Raises nothing.
         """
         return self._core.wake()
 
     def start(self) -> None:
         """Wake the thread and return once threadfn has been entered.
 
-        Any thread but itself.  RuntimeError if already started or parked
-        before threadfn ran; ThreadExitedError if a stop came first.
-        Concurrent calls behave as if made one after the other: one starts
-        the thread, the others raise what a second start() raises.
+        Context: any thread but the KThread itself; blocks (without the GIL)
+        until threadfn runs.
+
+        Return: None.  Raises RuntimeError if the thread was started before,
+        or was parked before threadfn ran (unpark() starts it then);
+        ThreadExitedError if a stop came first.  Concurrent calls behave as
+        if made one after the other: one starts the thread, the others raise
+        what a second start() raises.
         """
         # KCore.start() checks STARTED, then wakes and waits: callers racing
         # between the check and the wake would all return, each leaving a
@@ -138,7 +153,12 @@ class KThread(threading.Thread):
     def bind(self, cpu: int) -> None:
         """kthread_bind: pin the thread to `cpu`; only before the first wake.
 
-        Any thread.  ValueError/TypeError for a CPU this process may not use,
+        Context: any thread, before the thread's first wake; never blocks.
+        The thread stays on `cpu` for its life; unlike create_on_cpu() it is
+        not re-pinned on unpark().
+
+        Return: None.  Raises TypeError for a `cpu` that is not an int,
+        ValueError for a CPU this process may not use (os.sched_getaffinity),
         RuntimeError once the thread has been woken.
         """
         self._bind(_check_cpu(cpu), per_cpu=False)
@@ -153,20 +173,55 @@ class KThread(threading.Thread):
         os.sched_setaffinity(tid, {cpu})
 
     def park(self, timeout: Optional[float] = None) -> None:
-        """kthread_park: return once the thread is parked (see KCore.park)."""
+        """kthread_park: ask the thread to park and wait until it is parked.
+
+        Context: any thread.  From another thread: blocks (without the GIL)
+        until the thread is asleep in its park loop (at once if it already
+        is) or parked in place in idle(), where it runs nothing until
+        released.  A thread that was never woken is woken straight into the
+        park loop, without running threadfn.  The request stays until
+        unpark() or stop().  From the thread itself: sets the request and
+        returns at once; the thread parks at its next parkme().
+
+        Return: None; early, unparked, if another thread's unpark() withdraws
+        the request first.  Raises ThreadExitedError if the thread has exited
+        or exits instead of parking; TimeoutError if it is not parked within
+        `timeout` seconds (the request stays pending); ValueError for a
+        negative or NaN `timeout`.
+        """
         self._core.park(timeout)
 
     def unpark(self) -> None:
-        """kthread_unpark: release the thread from its park loop; never blocks."""
+        """kthread_unpark: release a parked thread or withdraw a park request.
+
+        Context: any thread; never blocks.  No-op if the thread is neither
+        parked nor asked to park.  A thread parked in place by idle() goes
+        back to its idle sleep, unless a wake() came while it was parked
+        (then idle() returns).  A per-CPU thread (create_on_cpu()) pins
+        itself to its CPU again before it runs user code.  What the caller
+        wrote before unpark() is visible to the thread when it leaves the
+        park loop.
+
+        Return: None.  Raises nothing; if the thread cannot pin itself back
+        (its CPU is no longer allowed), the thread's parkme()/idle() raises
+        OSError, not this call.
+        """
         self._core.unpark()
 
     def stop(self, timeout: Optional[float] = None) -> Any:
         """kthread_stop: stop the thread and return threadfn's return value.
 
-        Sets should_stop, withdraws parking, wakes the thread and waits for it
-        to exit; re-raises threadfn's exception; None if threadfn never ran.
-        Calling it again gives the same outcome.  TimeoutError after
-        `timeout` seconds; RuntimeError from the thread itself.
+        Context: any thread but the KThread itself; blocks (without the GIL)
+        until the thread has exited.  Sets should_stop (never cleared),
+        withdraws parking, wakes the thread from any sleep, and waits.  A
+        thread that was never woken exits without running threadfn.
+        Calling it again gives the same outcome.
+
+        Return: threadfn's return value; None if threadfn never ran.  Raises
+        the exception threadfn raised (with its traceback); TimeoutError if
+        the thread has not exited within `timeout` seconds (the stop request
+        stays); RuntimeError when called by the thread itself; ValueError for
+        a negative or NaN `timeout`.
         """
         self._core.stop(timeout)
         threading.Thread.join(self)  # past threadfn already: returns at once
@@ -176,14 +231,24 @@ class KThread(threading.Thread):
         return self._core.result
 
     def join(self, timeout: Optional[float] = None) -> None:
-        """Wait until the thread exits (threading.Thread.join semantics)."""
+        """Wait until the thread exits (threading.Thread.join semantics).
+
+        Context: any thread but the KThread itself; blocks without the GIL.
+        Does not ask the thread to stop (that is stop()).
+
+        Return: None, also on timeout (is_alive() tells).  Raises
+        RuntimeError when called by the thread itself.
+        """
         if threading.current_thread() is self:
             raise RuntimeError("cannot join current thread")
         if self._core.join(timeout):
             threading.Thread.join(self)
 
     def is_alive(self) -> bool:
-        """True until the thread has exited (never-woken and parked included)."""
+        """True until the thread has exited (never-woken and parked included).
+
+        Context: any thread; never blocks.
+        """
         return not self._core.exited
 
     # -- properties ------------------------------------------------------------
@@ -250,9 +315,13 @@ def create_on_cpu(threadfn: Callable[[Any], Any], data: Any, cpu: int,
                   namefmt: str = "kpark/%u") -> KThread:
     """kthread_create_on_cpu: a per-CPU KThread, bound to `cpu` and parked.
 
-    threadfn has not run when this returns; `unpark()` starts it on `cpu`,
-    and every later unpark() pins the thread to `cpu` again before it runs
-    user code.  `%u` (or any %-conversion) in namefmt is filled with the CPU.
+    Context: any thread; blocks until the new thread is parked.  threadfn has
+    not run when this returns; `unpark()` starts it on `cpu`, and every later
+    unpark() pins the thread to `cpu` again before it runs user code.  `%u`
+    (or any %-conversion) in namefmt is filled with the CPU.
+
+    Return: the parked KThread.  Raises TypeError for a `cpu` that is not an
+    int, ValueError for a CPU this process may not use.
     """
     cpu = _check_cpu(cpu)
     name = namefmt % (cpu,) if "%" in namefmt else namefmt
