@@ -654,26 +654,27 @@ class PerCPUExecutor(ThreadPoolExecutor):
             queues.append(q.shared)
         return queues
 
-    def _cancel_queued(self) -> None:
+    def _take_queued(self) -> Iterator[_Item]:
+        # popleft(): each item is taken by exactly one thread, even while
+        # workers or submitters touch the same deques.
         for dq in self._queued_deques():
             while True:
                 try:
                     item = dq.popleft()
                 except IndexError:
                     break
-                item[0].cancel()
+                yield item
+
+    def _cancel_queued(self) -> None:
+        for item in self._take_queued():
+            item[0].cancel()
 
     def _fail_queued(self) -> None:
         # As ThreadPoolExecutor's _initializer_failed: queued work fails.
-        for dq in self._queued_deques():
-            while True:
-                try:
-                    item = dq.popleft()
-                except IndexError:
-                    break
-                f = item[0]
-                if f.set_running_or_notify_cancel():
-                    f.set_exception(BrokenThreadPool(self._broken))
+        for item in self._take_queued():
+            f = item[0]
+            if f.set_running_or_notify_cancel():
+                f.set_exception(BrokenThreadPool(self._broken))
         self._drained.set()
 
     # -- hotplug (the pool does it) -------------------------------------------

@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from kpark import (Completion, Flags, KThread, PerCPUExecutor, parkme, schedule,
                    should_park, should_stop)
-from kpark.bench.workload import PY_WORK_LOOPS, Workload, inc, noop, py_work
+from kpark.bench.workload import Workload, inc, noop, run_py_tasks
 
 __all__ = [
     "CompletionPingPong", "KThreadParkCycle", "ExecutorHotplug", "ExecutorSubmit",
@@ -196,11 +196,7 @@ class ExecutorPyScaling(ExecutorScaling):
         super().__init__(cpus, tasks, b"")
 
     def run(self, n: int) -> None:
-        submit, work = self.ex.submit, py_work
-        for _ in range(n):
-            fs = [submit(work, PY_WORK_LOOPS) for _ in range(self.tasks)]
-            for f in fs:
-                f.result()
+        run_py_tasks(self.ex.submit, self.tasks, n)
 
 
 # -- 6. flag ops ------------------------------------------------------------------

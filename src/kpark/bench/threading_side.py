@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Optional
 
-from kpark.bench.workload import PY_WORK_LOOPS, Workload, inc, noop, py_work
+from kpark.bench.workload import Workload, inc, noop, run_py_tasks
 
 __all__ = [
     "EventPingPong", "LockPingPong", "ConditionPingPong",
@@ -360,11 +360,7 @@ class ThreadPoolPyScaling(ThreadPoolScaling):
         super().__init__(workers, tasks, b"")
 
     def run(self, n: int) -> None:
-        submit, work = self.ex.submit, py_work
-        for _ in range(n):
-            fs = [submit(work, PY_WORK_LOOPS) for _ in range(self.tasks)]
-            for f in fs:
-                f.result()
+        run_py_tasks(self.ex.submit, self.tasks, n)
 
 
 # -- 6. flag ops ------------------------------------------------------------------

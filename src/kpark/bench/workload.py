@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 __all__ = ["Workload", "noop", "inc", "py_work", "PY_WORK_LOOPS", "BusyGIL", "SwitchInterval"]
 
@@ -32,6 +32,17 @@ def py_work(loops: int) -> int:
     for i in range(loops):
         x += i ^ (x & 0xFF)
     return x
+
+
+def run_py_tasks(submit: Callable[..., Any], tasks: int, n: int) -> None:
+    """`n` rounds of `tasks` py_work tasks through `submit`, each round awaited.
+
+    Both sides of the pure-Python scaling row run exactly this loop.
+    """
+    for _ in range(n):
+        fs = [submit(py_work, PY_WORK_LOOPS) for _ in range(tasks)]
+        for f in fs:
+            f.result()
 
 
 class Workload:
