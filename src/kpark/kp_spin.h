@@ -72,10 +72,19 @@ static inline int kp_spin_while_equal(const uint32_t *word, uint32_t expected, l
     return 1;
 }
 
+/* On a free-threaded build (Py_GIL_DISABLED, from pyconfig.h) there is no
+ * GIL to hand over: a woken waiter never waits for its waker to release one,
+ * so the epoch is not kept and kp_before_gil() does not spin.  Spinning there
+ * only burnt up to KPARK_GIL_SPIN_NS per hand-off until the waker happened to
+ * enter its next wait. */
 static inline uint32_t kp_gil_released(void)
 {
+#ifdef Py_GIL_DISABLED
+    return 0;
+#else
     /* RELAXED: a hint for spinning, ordering nothing. */
     return __atomic_add_fetch(&kp_gil_epoch, 1, __ATOMIC_RELAXED);
+#endif
 }
 
 /* Spin only for a peer that can act meanwhile.  `peer_cpu` is where the
@@ -99,8 +108,13 @@ static inline uint32_t kp_this_cpu(void) { return (uint32_t)(sched_getcpu() + 1)
  * may still hold it, i.e. while the epoch is what it was on entry. */
 static inline void kp_before_gil(uint32_t epoch_on_entry, uint32_t peer_cpu)
 {
+#ifdef Py_GIL_DISABLED
+    (void)epoch_on_entry;
+    (void)peer_cpu;
+#else
     if (kp_gil_spin_ns > 0 && kp_peer_elsewhere(peer_cpu))
         kp_spin_while_equal(&kp_gil_epoch, epoch_on_entry, kp_gil_spin_ns);
+#endif
 }
 
 #endif /* KP_SPIN_H */

@@ -50,6 +50,9 @@ ks = {}
 
 ks["parked"] = kpark.KThread(kloop, "parked")
 ks["parked"].start()
+# start() returns once threadfn is entered, not once its loop ran: without a
+# GIL, a park() right away can reach it before its first round.
+wait_for(lambda: "parked" in ran, DEADLINE, "parked thread ran")
 ks["parked"].park(DEADLINE)
 
 ks["sleeping"] = kpark.KThread(kloop, "sleeping")
