@@ -5,7 +5,7 @@
 
 Exits 1, naming each offender, if kpark is slower than its best pure-threading
 baseline (ratio < 1) on wake ping-pong, park/unpark cycle or hotplug cycle,
-or if one of them is missing from FILE.  A noise-proof floor: the issue's
+or if one of them is missing from FILE.  A noise-proof floor: the speed
 targets (4x, 10x, ...) are reported by the benchmark itself, not asserted here.
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The benchmarks of `python -m kpark bench`: what runs against what, and the targets.
 
 Each Spec names the kpark workload, its pure-threading baselines (the
-classes live in kpark_side.py and threading_side.py), the unit, the targets
-of issue 4, and how much time the runner may spend on it.  The pytest-benchmark
+classes live in kpark_side.py and threading_side.py), the unit, the project's
+speed targets, and how much time the runner may spend on it.  The pytest-benchmark
 suite in the repository's bench/ directory builds its workloads from these
 same specs, so both runners measure the same code.
 """
@@ -19,7 +19,7 @@ from kpark.bench.workload import BusyGIL, SwitchInterval, Workload
 
 __all__ = ["Ctx", "Case", "Target", "Spec", "SPECS", "spec_names", "select"]
 
-#: Items of one map() call (issue 4: 100_000; --quick uses fewer).
+#: Items of one map() call (100_000 in a full run; --quick uses fewer).
 MAP_ITEMS = 100_000
 MAP_ITEMS_QUICK = 20_000
 #: chunksize of the chunked map() measured beside the per-item row.
@@ -66,7 +66,7 @@ class Case:
 
 @dataclass(frozen=True)
 class Target:
-    """A target of issue 4.
+    """A speed target of the project (docs/performance.md lists them).
 
     kind "speedup": kpark at least `factor` times better than the baseline
     labelled `ref` (None: the best baseline); factor 1 means strictly better.
@@ -88,7 +88,7 @@ class Target:
 @dataclass(frozen=True)
 class Spec:
     """One benchmark of the suite."""
-    number: str               # issue 4's numbering (8 has two rows: 8a, 8b)
+    number: str               # the row's number in the tables (8 has two rows: 8a, 8b)
     name: str                 # stable key (JSON, --only, pytest groups)
     title: str
     unit: str                 # "µs", "ns" or "tasks/s"
@@ -253,7 +253,7 @@ def spec_names() -> List[str]:
 
 
 def select(only: Optional[Sequence[str]]) -> List[Spec]:
-    """The specs named in `only` (names, unique prefixes or issue numbers); all for None.
+    """The specs named in `only` (names, unique prefixes or row numbers); all for None.
 
     ValueError naming the choices for an unknown name.
     """
