@@ -1129,6 +1129,49 @@ def test_api_start_twice_raises():
 
 
 @pytest.mark.timeout(30)
+def test_api_start_after_wake_raises_and_leaves_no_token():
+    # wake() of a new thread is its start (wake_up_process): a later start()
+    # is a second start, refused, and must not leave a wake token behind.
+    entered = threading.Event()
+    early = threading.Event()
+
+    def fn(_):
+        entered.set()
+        if schedule(30):  # only a token (or the stop below) ends this early
+            early.set()
+
+    k = KThread(fn)
+    assert k.wake()
+    with pytest.raises(RuntimeError, match="only be started once"):
+        k.start()
+    assert entered.wait(10)
+    assert_stays(lambda: not early.is_set(), "start() left a wake token")
+    k.stop(timeout=10)
+
+    # Two concurrent start() calls: exactly one returns.
+    for _ in range(20):
+        k = KThread(lambda d: None)
+        outcomes: list = []
+        barrier = threading.Barrier(2)
+
+        def starter():
+            barrier.wait()
+            try:
+                k.start()
+                outcomes.append("ok")
+            except RuntimeError:
+                outcomes.append("refused")
+
+        ts = [threading.Thread(target=starter) for _ in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(10)
+        assert sorted(outcomes) == ["ok", "refused"]
+        k.join(10)
+
+
+@pytest.mark.timeout(30)
 def test_api_start_after_park_or_stop_raises():
     entered = threading.Event()
     k = KThread(lambda d: entered.set())
