@@ -1336,3 +1336,33 @@ def test_negative_timeouts_rejected_whatever_the_state():
         k.stop(-0.5)
     assert k.is_alive() and not k.should_stop, "a rejected stop() must not stop"
     assert k.stop(timeout=10) is None
+
+
+@pytest.mark.timeout(30)
+def test_api_subclass_overriding_run_is_its_threadfn():
+    # The threading idiom: subclass, override run(), start().  run() is the
+    # thread function then (called once, with no argument, on the first
+    # wake); the constructor must not hang.
+    class Worker(KThread):
+        def __init__(self, n):
+            self.n = n
+            super().__init__(name="worker")
+
+        def run(self):
+            while not should_stop():
+                schedule()
+            return self.n * 2
+
+    w = Worker(21)
+    assert not w.started
+    w.start()
+    assert w.started and w.name == "worker"
+    assert w.stop(timeout=10) == 42
+
+    class Both(KThread):
+        def run(self):
+            pass
+
+    # A threadfn and a run() of its own: ambiguous, refused (never a hang).
+    with pytest.raises(TypeError, match="threadfn"):
+        Both(lambda d: None)

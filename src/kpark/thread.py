@@ -68,6 +68,11 @@ def _comm_name(name: str) -> bytes:
     return raw.decode("utf-8", "ignore").encode("utf-8")
 
 
+def _call_run(k: "KThread") -> Any:
+    """The threadfn of a subclass that overrides run()."""
+    return k.run()
+
+
 def _check_cpu(cpu: object) -> int:
     """Validate a CPU number against the CPUs this process may run on."""
     if isinstance(cpu, bool) or not isinstance(cpu, int):
@@ -92,9 +97,16 @@ class KThread(threading.Thread):
     EXIT_TIMEOUT seconds.
     """
 
-    def __init__(self, threadfn: Callable[[Any], Any], data: Any = None, *,
+    def __init__(self, threadfn: Optional[Callable[[Any], Any]] = None, data: Any = None, *,
                  name: Optional[str] = None) -> None:
-        if not callable(threadfn):
+        own_run = type(self).run is not KThread.run
+        if own_run:
+            # The threading idiom: a subclass's run() is its threadfn.
+            if threadfn is not None:
+                raise TypeError("pass threadfn or override run(), not both "
+                                f"({type(self).__name__} overrides run())")
+            threadfn = _call_run
+        elif not callable(threadfn):
             raise TypeError(f"threadfn must be callable, got {type(threadfn).__name__}")
         if name is None:
             name = _default_name()
@@ -106,12 +118,33 @@ class KThread(threading.Thread):
         self._threadfn = threadfn
         self._data = data
         _register(self)
-        threading.Thread.start(self)  # the OS thread, straight into its first sleep
-        self._core.wait_booted()
+        # threading.Thread.start() runs self.run() in the new thread: point it
+        # at the life cycle for the start, then uncover the subclass's run().
+        # The new thread has looked run up once wait_booted() returns.
+        self.run = self._life  # type: ignore[method-assign]
+        try:
+            threading.Thread.start(self)  # the OS thread, straight into its first sleep
+            self._core.wait_booted()
+        finally:
+            del self.run
 
     def run(self) -> None:
+        """The thread function of a subclass that overrides it.
+
+        A subclass may override run() instead of passing threadfn (as with
+        threading.Thread): run() is then called once, with no argument, in
+        the thread on its first wake (start(), wake(), or park() +
+        unpark()), and its return value or exception is what stop() gives.
+        KThread's own run() is never called by the thread; calling it
+        raises RuntimeError.
+        """
+        raise RuntimeError("KThread.run() is the thread function of subclasses "
+                           "that override it; start() the thread instead")
+
+    def _life(self) -> None:
         # Runs in the new OS thread; the whole life cycle is in KCore.run.
-        self._core.run(self, self._threadfn, self._data, _comm_name(self.name))
+        arg = self if self._threadfn is _call_run else self._data
+        self._core.run(self, self._threadfn, arg, _comm_name(self.name))
 
     # -- what any thread may call --------------------------------------------
 
