@@ -1366,3 +1366,18 @@ def test_api_subclass_overriding_run_is_its_threadfn():
     # A threadfn and a run() of its own: ambiguous, refused (never a hang).
     with pytest.raises(TypeError, match="threadfn"):
         Both(lambda d: None)
+
+
+@pytest.mark.timeout(30)
+def test_api_exited_thread_is_never_touched_by_its_old_tid():
+    # After exit the TID may belong to another thread: bind() refuses with
+    # ThreadExitedError (not ProcessLookupError, never a re-pin), and a
+    # rename changes only the Python name.
+    cpu = allowed_cpus()[0]
+    k = KThread(lambda d: None)
+    k.stop(timeout=10)
+    k.join(10)
+    with pytest.raises(ThreadExitedError):
+        k.bind(cpu)
+    k.name = "renamed"
+    assert k.name == "renamed"

@@ -115,6 +115,11 @@ class KThread(threading.Thread):
         super().__init__(name=name, daemon=True)
         self._core = KCore()
         self._start_lock = threading.Lock()  # one start() at a time
+        # Held by whoever acts on the OS thread by its TID, and by the thread
+        # as its last act: while a holder sees _tid_live, the TID is this
+        # thread's (it cannot have ended, so it cannot have been reused).
+        self._tid_lock = threading.Lock()
+        self._tid_live = True
         self._threadfn = threadfn
         self._data = data
         _register(self)
@@ -144,7 +149,11 @@ class KThread(threading.Thread):
     def _life(self) -> None:
         # Runs in the new OS thread; the whole life cycle is in KCore.run.
         arg = self if self._threadfn is _call_run else self._data
-        self._core.run(self, self._threadfn, arg, _comm_name(self.name))
+        try:
+            self._core.run(self, self._threadfn, arg, _comm_name(self.name))
+        finally:
+            with self._tid_lock:
+                self._tid_live = False
 
     # -- what any thread may call --------------------------------------------
 
@@ -192,7 +201,8 @@ class KThread(threading.Thread):
 
         Return: None.  Raises TypeError for a `cpu` that is not an int,
         ValueError for a CPU this process may not use (os.sched_getaffinity),
-        RuntimeError once the thread has been woken.
+        RuntimeError once the thread has been woken, ThreadExitedError once
+        it has exited (its old TID is never touched).
         """
         self._bind(_check_cpu(cpu), per_cpu=False)
 
@@ -201,9 +211,12 @@ class KThread(threading.Thread):
             raise RuntimeError("bind() must come before the thread is first woken")
         # Pin now, so the binding shows before anything runs; the thread pins
         # itself again from the word when it starts.
-        tid = self.native_id
-        assert tid is not None  # set before the constructor returned
-        os.sched_setaffinity(tid, {cpu})
+        with self._tid_lock:
+            if not self._tid_live or self._core.exited:
+                raise ThreadExitedError("the thread has exited")
+            tid = self.native_id
+            assert tid is not None  # set before the constructor returned
+            os.sched_setaffinity(tid, {cpu})
 
     def park(self, timeout: Optional[float] = None) -> None:
         """kthread_park: ask the thread to park and wait until it is parked.
@@ -329,13 +342,15 @@ class KThread(threading.Thread):
     @name.setter
     def name(self, value: str) -> None:
         _THREAD_NAME.fset(self, value)
-        tid = self.native_id
-        if tid is not None and not self._core.exited:
+        with self._tid_lock:  # an exited thread's TID is not ours to rename
+            tid = self.native_id
+            if tid is None or not self._tid_live or self._core.exited:
+                return
             try:
                 with open(f"/proc/self/task/{tid}/comm", "wb") as f:
                     f.write(_comm_name(value))
             except OSError:
-                pass  # the thread exited meanwhile
+                pass  # no writable /proc: the Python name is the rename
 
     def __repr__(self) -> str:
         core = self._core
@@ -375,6 +390,8 @@ def _after_fork_in_child() -> None:
     for k in _registered():
         k._core.mark_exited_after_fork()
         k._start_lock = threading.Lock()  # a start() in flight at fork held it
+        k._tid_lock = threading.Lock()
+        k._tid_live = False
     _registry.clear()
 
 
