@@ -73,10 +73,16 @@ def _call_run(k: "KThread") -> Any:
     return k.run()
 
 
+def _cpu_arg(cpu: object, what: str = "cpu") -> int:
+    """The one type check of every CPU argument: an int, not a bool."""
+    if isinstance(cpu, bool) or not isinstance(cpu, int):
+        raise TypeError(f"{what} must be an int (a CPU number), got {type(cpu).__name__}")
+    return cpu
+
+
 def _check_cpu(cpu: object) -> int:
     """Validate a CPU number against the CPUs this process may run on."""
-    if isinstance(cpu, bool) or not isinstance(cpu, int):
-        raise TypeError(f"cpu must be an int, got {type(cpu).__name__}")
+    cpu = _cpu_arg(cpu)
     if cpu < 0:
         raise ValueError(f"cpu must be non-negative, got {cpu}")
     allowed = os.sched_getaffinity(0)
@@ -341,6 +347,9 @@ class KThread(threading.Thread):
 
     @name.setter
     def name(self, value: str) -> None:
+        # Checked before anything is renamed (the constructor's rule).
+        if not isinstance(value, str):
+            raise TypeError(f"name must be a str, got {type(value).__name__}")
         _THREAD_NAME.fset(self, value)
         with self._tid_lock:  # an exited thread's TID is not ours to rename
             tid = self.native_id
@@ -369,9 +378,12 @@ def create_on_cpu(threadfn: Callable[[Any], Any], data: Any, cpu: int,
     (or any %-conversion) in namefmt is filled with the CPU.
 
     Return: the parked KThread.  Raises TypeError for a `cpu` that is not an
-    int, ValueError for a CPU this process may not use.
+    int or a `namefmt` that is not a str, ValueError for a CPU this process
+    may not use.
     """
     cpu = _check_cpu(cpu)
+    if not isinstance(namefmt, str):
+        raise TypeError(f"namefmt must be a str, got {type(namefmt).__name__}")
     name = namefmt % (cpu,) if "%" in namefmt else namefmt
     k = KThread(threadfn, data, name=name)
     try:
