@@ -312,7 +312,9 @@ class PerCPUThreads:
                 slot.status = _ACTIVE
                 continue
             try:
-                run = should_run(cpu)
+                # bool() inside the try: a result's own truth test (a numpy
+                # array's, say) is user code too, and may raise.
+                run = bool(should_run(cpu))
             except BaseException as exc:
                 self._record(cpu, exc)
                 run = False  # sleep rather than spin on a failing check
