@@ -1129,6 +1129,49 @@ def test_api_start_twice_raises():
 
 
 @pytest.mark.timeout(30)
+def test_api_start_after_wake_raises_and_leaves_no_token():
+    # wake() of a new thread is its start (wake_up_process): a later start()
+    # is a second start, refused, and must not leave a wake token behind.
+    entered = threading.Event()
+    early = threading.Event()
+
+    def fn(_):
+        entered.set()
+        if schedule(30):  # only a token (or the stop below) ends this early
+            early.set()
+
+    k = KThread(fn)
+    assert k.wake()
+    with pytest.raises(RuntimeError, match="only be started once"):
+        k.start()
+    assert entered.wait(10)
+    assert_stays(lambda: not early.is_set(), "start() left a wake token")
+    k.stop(timeout=10)
+
+    # Two concurrent start() calls: exactly one returns.
+    for _ in range(20):
+        k = KThread(lambda d: None)
+        outcomes: list = []
+        barrier = threading.Barrier(2)
+
+        def starter():
+            barrier.wait()
+            try:
+                k.start()
+                outcomes.append("ok")
+            except RuntimeError:
+                outcomes.append("refused")
+
+        ts = [threading.Thread(target=starter) for _ in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(10)
+        assert sorted(outcomes) == ["ok", "refused"]
+        k.join(10)
+
+
+@pytest.mark.timeout(30)
 def test_api_start_after_park_or_stop_raises():
     entered = threading.Event()
     k = KThread(lambda d: entered.set())
@@ -1293,3 +1336,48 @@ def test_negative_timeouts_rejected_whatever_the_state():
         k.stop(-0.5)
     assert k.is_alive() and not k.should_stop, "a rejected stop() must not stop"
     assert k.stop(timeout=10) is None
+
+
+@pytest.mark.timeout(30)
+def test_api_subclass_overriding_run_is_its_threadfn():
+    # The threading idiom: subclass, override run(), start().  run() is the
+    # thread function then (called once, with no argument, on the first
+    # wake); the constructor must not hang.
+    class Worker(KThread):
+        def __init__(self, n):
+            self.n = n
+            super().__init__(name="worker")
+
+        def run(self):
+            while not should_stop():
+                schedule()
+            return self.n * 2
+
+    w = Worker(21)
+    assert not w.started
+    w.start()
+    assert w.started and w.name == "worker"
+    assert w.stop(timeout=10) == 42
+
+    class Both(KThread):
+        def run(self):
+            pass
+
+    # A threadfn and a run() of its own: ambiguous, refused (never a hang).
+    with pytest.raises(TypeError, match="threadfn"):
+        Both(lambda d: None)
+
+
+@pytest.mark.timeout(30)
+def test_api_exited_thread_is_never_touched_by_its_old_tid():
+    # After exit the TID may belong to another thread: bind() refuses with
+    # ThreadExitedError (not ProcessLookupError, never a re-pin), and a
+    # rename changes only the Python name.
+    cpu = allowed_cpus()[0]
+    k = KThread(lambda d: None)
+    k.stop(timeout=10)
+    k.join(10)
+    with pytest.raises(ThreadExitedError):
+        k.bind(cpu)
+    k.name = "renamed"
+    assert k.name == "renamed"

@@ -673,3 +673,37 @@ def test_a_raising_closing_hook_leaves_the_pool_open_for_a_retry() -> None:
     pool.fail = False
     pool.close()
     assert pool.closed and not any(pool.thread(c).is_alive() for c in CPUS)
+
+
+class _NoTruth:
+    """A result whose truth test raises (as a numpy array's or a Series' does)."""
+
+    def __bool__(self):
+        raise ValueError("truth value is ambiguous")
+
+
+@pytest.mark.timeout(60)
+def test_should_run_result_whose_truth_test_raises_counts_as_false_and_is_recorded():
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    checks = threading.Semaphore(0)
+    ran: List[int] = []
+
+    def should_run(c):
+        checks.release()
+        return _NoTruth()
+
+    pool = PerCPUThreads(ran.append, should_run, cpus=[cpu])
+    try:
+        assert checks.acquire(timeout=10)
+        wait_for(lambda: bool(pool.errors), what="the truth-test error recorded")
+        c, exc = pool.errors[0]
+        assert c == cpu and isinstance(exc, ValueError)
+        # The thread lives on and re-checks on the next wake.
+        assert pool.thread(cpu).is_alive() and cpu in pool.online_cpus
+        pool.wake(cpu)
+        assert checks.acquire(timeout=10)
+        assert ran == []
+    finally:
+        with pytest.raises(ValueError):
+            pool.close()  # reports the recorded error
+        assert not pool.thread(cpu).is_alive()

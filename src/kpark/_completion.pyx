@@ -52,6 +52,7 @@ cdef class Completion:
     cdef uint32_t count
     cdef uint32_t sleepers
     cdef uint32_t completer_cpu     # CPU + 1 of the last complete(): a spin hint
+    cdef object __weakref__         # weakref.ref(c) works, as for threading.Event
 
     def __init__(self):
         self.count = 0

@@ -453,13 +453,22 @@ cdef class KCore:
         """Wake the thread and wait until threadfn was entered.
 
         Returns None once threadfn runs; raises RuntimeError if it was already
-        started or parked before starting, ThreadExitedError if stopped first.
+        started or woken, or parked before starting, ThreadExitedError if stopped first.
         """
         cdef uint32_t seen
         # ACQUIRE: a started thread's word is the one to refuse on; its wait
         # below acquires STARTED again.
-        if kp_load32(&self.word, KP_ACQUIRE) & STARTED:
+        cdef uint32_t v = kp_load32(&self.word, KP_ACQUIRE)
+        if v & STARTED:
             raise RuntimeError("threads can only be started once")
+        # A wake() before start() is the start (wake_up_process of a new
+        # kthread): refuse, or this wake would leave a stray token.  A park
+        # or stop request also sets WOKEN; those take the wait below, which
+        # reports them.  (Callers serialise start(); a wake() racing this
+        # check acts as if it came after the start.)
+        if (v & WOKEN) and not (v & (SHOULD_PARK | PARKED | SHOULD_STOP | EXITED)):
+            raise RuntimeError("threads can only be started once "
+                               "(wake() already started this one)")
         self.wake()
         self._wait_or_raise(STARTED | EXITED | PARKED, 0, None, &seen)
         if seen & STARTED:

@@ -25,13 +25,35 @@ cdef void _note_main_thread(unsigned long ident) noexcept:
     kp_main_thread_ident = ident
 
 
+# Spin budgets above a second are a mistake (a waiter would burn a CPU that
+# long before sleeping); the bound also keeps them inside the C type.
+_SPIN_NS_MAX = 1_000_000_000
+
+
+def _spin_ns_from_env(name, default):
+    """The KPARK_*_SPIN_NS variable `name`, validated: ValueError names it."""
+    raw = _os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip(), 10)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= _SPIN_NS_MAX:
+        raise ValueError(f"{name} must be a whole number of nanoseconds from 0 to "
+                         f"{_SPIN_NS_MAX}, got {raw!r}")
+    return value
+
+
 cdef int _configure_spins() except -1:
     # Plain stores: this runs at import, before any kpark wait can run.
+    # Both variables are validated even where they go unused (one CPU).
     global kp_spin_ns, kp_gil_spin_ns
+    spin = _spin_ns_from_env("KPARK_SPIN_NS", KP_SPIN_NS_DEFAULT)
+    gil_spin = _spin_ns_from_env("KPARK_GIL_SPIN_NS", KP_GIL_SPIN_NS_DEFAULT)
     multi = len(_os.sched_getaffinity(0)) > 1
-    kp_spin_ns = int(_os.environ.get("KPARK_SPIN_NS", KP_SPIN_NS_DEFAULT)) if multi else 0
-    kp_gil_spin_ns = (int(_os.environ.get("KPARK_GIL_SPIN_NS", KP_GIL_SPIN_NS_DEFAULT))
-                      if multi else 0)
+    kp_spin_ns = spin if multi else 0
+    kp_gil_spin_ns = gil_spin if multi else 0
     return 0
 
 

@@ -279,11 +279,9 @@ class PerCPUExecutor(ThreadPoolExecutor):
         it comes back online (or shutdown brings it back).  ValueError for a
         CPU not in the executor; RuntimeError after shutdown().
         """
-        try:
-            q = self._queues[cpu]
-        except (KeyError, TypeError):
-            q = None
-        if q is None or isinstance(cpu, bool):
+        # type() is int: a float or bool equal to a CPU would find its queue.
+        q = self._queues.get(cpu) if type(cpu) is int else None
+        if q is None:
             self._pool.thread(cpu)  # raises the ValueError/TypeError
             raise AssertionError("unreachable")  # pragma: no cover
         if self._shutdown or self._broken:
@@ -317,6 +315,10 @@ class PerCPUExecutor(ThreadPoolExecutor):
                                **kwargs)
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        if timeout is not None and (isinstance(timeout, bool)
+                                    or not isinstance(timeout, (int, float))):
+            raise TypeError("timeout must be a number of seconds or None, "
+                            f"got {type(timeout).__name__}")
         end_time = None if timeout is None else timeout + _monotonic()
         if chunksize == 1:
             ts = self._submit_many(_MapTask, fn, list(zip(*iterables)))

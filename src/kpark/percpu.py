@@ -26,7 +26,7 @@ import threading
 from typing import Callable, Iterable, List, Optional, Tuple, Union
 
 from kpark._kcore import current, idle, parkme, schedule, should_park, should_stop
-from kpark.thread import KThread, create_on_cpu
+from kpark.thread import KThread, _cpu_arg, create_on_cpu
 
 __all__ = ["PerCPUThreads", "CPUs", "available_cpus", "parse_cpu_list", "MAX_ERRORS"]
 
@@ -97,11 +97,12 @@ def _normalize_cpus(cpus: Optional[CPUs]) -> List[int]:
 
 def _as_list(cpus: CPUs) -> List[int]:
     """One CPU or an iterable of CPUs as a list; TypeError for non-ints."""
-    seq = [cpus] if isinstance(cpus, int) else list(cpus)
-    for cpu in seq:
-        if isinstance(cpu, bool) or not isinstance(cpu, int):
-            raise TypeError(f"CPU numbers must be ints, got {type(cpu).__name__}")
-    return seq
+    if isinstance(cpus, int):
+        return [_cpu_arg(cpus, "cpus")]  # bool refused there
+    if isinstance(cpus, (str, bytes)) or not isinstance(cpus, Iterable):
+        raise TypeError("cpus must be an int (a CPU number) or an iterable of ints, "
+                        f"got {type(cpus).__name__}")
+    return [_cpu_arg(cpu, "cpus") for cpu in cpus]
 
 
 class _Slot:
@@ -311,7 +312,9 @@ class PerCPUThreads:
                 slot.status = _ACTIVE
                 continue
             try:
-                run = should_run(cpu)
+                # bool() inside the try: a result's own truth test (a numpy
+                # array's, say) is user code too, and may raise.
+                run = bool(should_run(cpu))
             except BaseException as exc:
                 self._record(cpu, exc)
                 run = False  # sleep rather than spin on a failing check
@@ -450,8 +453,7 @@ class PerCPUThreads:
         return self._kthreads[self._known(cpu)]
 
     def _known(self, cpu: object) -> int:
-        if isinstance(cpu, bool) or not isinstance(cpu, int):
-            raise TypeError(f"CPU numbers must be ints, got {type(cpu).__name__}")
+        cpu = _cpu_arg(cpu)
         if cpu not in self._cpuset:
             raise ValueError(f"CPU {cpu} is not one of this pool's CPUs {list(self._cpus)}")
         return cpu
@@ -490,13 +492,10 @@ class PerCPUThreads:
         woke it; a running thread re-checks before it next sleeps; a parked
         one checks when it is unparked.
         """
-        if isinstance(cpu, bool):
-            self._known(cpu)
-        try:
-            ks = self._kthreads[cpu]
-        except (KeyError, TypeError):
-            self._known(cpu)
-            raise
+        # type() is int: a float or bool equal to a CPU would find it.
+        ks = self._kthreads.get(cpu) if type(cpu) is int else None
+        if ks is None:
+            ks = self._kthreads[self._known(cpu)]
         if len(ks) == 1:
             return ks[0].wake()
         woke = False

@@ -68,10 +68,21 @@ def _comm_name(name: str) -> bytes:
     return raw.decode("utf-8", "ignore").encode("utf-8")
 
 
+def _call_run(k: "KThread") -> Any:
+    """The threadfn of a subclass that overrides run()."""
+    return k.run()
+
+
+def _cpu_arg(cpu: object, what: str = "cpu") -> int:
+    """The one type check of every CPU argument: an int, not a bool."""
+    if isinstance(cpu, bool) or not isinstance(cpu, int):
+        raise TypeError(f"{what} must be an int (a CPU number), got {type(cpu).__name__}")
+    return cpu
+
+
 def _check_cpu(cpu: object) -> int:
     """Validate a CPU number against the CPUs this process may run on."""
-    if isinstance(cpu, bool) or not isinstance(cpu, int):
-        raise TypeError(f"cpu must be an int, got {type(cpu).__name__}")
+    cpu = _cpu_arg(cpu)
     if cpu < 0:
         raise ValueError(f"cpu must be non-negative, got {cpu}")
     allowed = os.sched_getaffinity(0)
@@ -92,9 +103,16 @@ class KThread(threading.Thread):
     EXIT_TIMEOUT seconds.
     """
 
-    def __init__(self, threadfn: Callable[[Any], Any], data: Any = None, *,
+    def __init__(self, threadfn: Optional[Callable[[Any], Any]] = None, data: Any = None, *,
                  name: Optional[str] = None) -> None:
-        if not callable(threadfn):
+        own_run = type(self).run is not KThread.run
+        if own_run:
+            # The threading idiom: a subclass's run() is its threadfn.
+            if threadfn is not None:
+                raise TypeError("pass threadfn or override run(), not both "
+                                f"({type(self).__name__} overrides run())")
+            threadfn = _call_run
+        elif not callable(threadfn):
             raise TypeError(f"threadfn must be callable, got {type(threadfn).__name__}")
         if name is None:
             name = _default_name()
@@ -103,15 +121,45 @@ class KThread(threading.Thread):
         super().__init__(name=name, daemon=True)
         self._core = KCore()
         self._start_lock = threading.Lock()  # one start() at a time
+        # Held by whoever acts on the OS thread by its TID, and by the thread
+        # as its last act: while a holder sees _tid_live, the TID is this
+        # thread's (it cannot have ended, so it cannot have been reused).
+        self._tid_lock = threading.Lock()
+        self._tid_live = True
         self._threadfn = threadfn
         self._data = data
         _register(self)
-        threading.Thread.start(self)  # the OS thread, straight into its first sleep
-        self._core.wait_booted()
+        # threading.Thread.start() runs self.run() in the new thread: point it
+        # at the life cycle for the start, then uncover the subclass's run().
+        # The new thread has looked run up once wait_booted() returns.
+        self.run = self._life  # type: ignore[method-assign]
+        try:
+            threading.Thread.start(self)  # the OS thread, straight into its first sleep
+            self._core.wait_booted()
+        finally:
+            del self.run
 
     def run(self) -> None:
+        """The thread function of a subclass that overrides it.
+
+        A subclass may override run() instead of passing threadfn (as with
+        threading.Thread): run() is then called once, with no argument, in
+        the thread on its first wake (start(), wake(), or park() +
+        unpark()), and its return value or exception is what stop() gives.
+        KThread's own run() is never called by the thread; calling it
+        raises RuntimeError.
+        """
+        raise RuntimeError("KThread.run() is the thread function of subclasses "
+                           "that override it; start() the thread instead")
+
+    def _life(self) -> None:
         # Runs in the new OS thread; the whole life cycle is in KCore.run.
-        self._core.run(self, self._threadfn, self._data, _comm_name(self.name))
+        arg = self if self._threadfn is _call_run else self._data
+        try:
+            self._core.run(self, self._threadfn, arg, _comm_name(self.name))
+        finally:
+            with self._tid_lock:
+                self._tid_live = False
 
     # -- what any thread may call --------------------------------------------
 
@@ -159,7 +207,8 @@ class KThread(threading.Thread):
 
         Return: None.  Raises TypeError for a `cpu` that is not an int,
         ValueError for a CPU this process may not use (os.sched_getaffinity),
-        RuntimeError once the thread has been woken.
+        RuntimeError once the thread has been woken, ThreadExitedError once
+        it has exited (its old TID is never touched).
         """
         self._bind(_check_cpu(cpu), per_cpu=False)
 
@@ -168,9 +217,12 @@ class KThread(threading.Thread):
             raise RuntimeError("bind() must come before the thread is first woken")
         # Pin now, so the binding shows before anything runs; the thread pins
         # itself again from the word when it starts.
-        tid = self.native_id
-        assert tid is not None  # set before the constructor returned
-        os.sched_setaffinity(tid, {cpu})
+        with self._tid_lock:
+            if not self._tid_live or self._core.exited:
+                raise ThreadExitedError("the thread has exited")
+            tid = self.native_id
+            assert tid is not None  # set before the constructor returned
+            os.sched_setaffinity(tid, {cpu})
 
     def park(self, timeout: Optional[float] = None) -> None:
         """kthread_park: ask the thread to park and wait until it is parked.
@@ -295,14 +347,19 @@ class KThread(threading.Thread):
 
     @name.setter
     def name(self, value: str) -> None:
+        # Checked before anything is renamed (the constructor's rule).
+        if not isinstance(value, str):
+            raise TypeError(f"name must be a str, got {type(value).__name__}")
         _THREAD_NAME.fset(self, value)
-        tid = self.native_id
-        if tid is not None and not self._core.exited:
+        with self._tid_lock:  # an exited thread's TID is not ours to rename
+            tid = self.native_id
+            if tid is None or not self._tid_live or self._core.exited:
+                return
             try:
                 with open(f"/proc/self/task/{tid}/comm", "wb") as f:
                     f.write(_comm_name(value))
             except OSError:
-                pass  # the thread exited meanwhile
+                pass  # no writable /proc: the Python name is the rename
 
     def __repr__(self) -> str:
         core = self._core
@@ -321,9 +378,12 @@ def create_on_cpu(threadfn: Callable[[Any], Any], data: Any, cpu: int,
     (or any %-conversion) in namefmt is filled with the CPU.
 
     Return: the parked KThread.  Raises TypeError for a `cpu` that is not an
-    int, ValueError for a CPU this process may not use.
+    int or a `namefmt` that is not a str, ValueError for a CPU this process
+    may not use.
     """
     cpu = _check_cpu(cpu)
+    if not isinstance(namefmt, str):
+        raise TypeError(f"namefmt must be a str, got {type(namefmt).__name__}")
     name = namefmt % (cpu,) if "%" in namefmt else namefmt
     k = KThread(threadfn, data, name=name)
     try:
@@ -342,6 +402,8 @@ def _after_fork_in_child() -> None:
     for k in _registered():
         k._core.mark_exited_after_fork()
         k._start_lock = threading.Lock()  # a start() in flight at fork held it
+        k._tid_lock = threading.Lock()
+        k._tid_live = False
     _registry.clear()
 
 
