@@ -130,14 +130,23 @@ class KThread(threading.Thread):
         self._data = data
         _register(self)
         # threading.Thread.start() runs self.run() in the new thread: point it
-        # at the life cycle for the start, then uncover the subclass's run().
-        # The new thread has looked run up once wait_booted() returns.
+        # at the life cycle.  The new thread uncovers the subclass's run()
+        # itself (_life), once it has looked run up: were the constructor to
+        # do it, a constructor interrupted before that point would leave the
+        # thread the class's run() to call, outside the life cycle.
         self.run = self._life  # type: ignore[method-assign]
         try:
             threading.Thread.start(self)  # the OS thread, straight into its first sleep
             self._core.wait_booted()
-        finally:
-            del self.run
+        except BaseException:
+            # Interrupted (Ctrl-C, a raising signal handler) or no OS thread:
+            # the caller gets no KThread, so none may run.  A thread that
+            # exists (or is still starting) leaves its first sleep for this
+            # stop without calling threadfn; one that never came to be is not
+            # waited for at exit.  Neither step blocks.
+            self._core.request_stop()
+            _registry.pop(id(self), None)
+            raise
 
     def run(self) -> None:
         """The thread function of a subclass that overrides it.
@@ -154,6 +163,9 @@ class KThread(threading.Thread):
 
     def _life(self) -> None:
         # Runs in the new OS thread; the whole life cycle is in KCore.run.
+        # threading has looked self.run up (it called this): uncover the
+        # class's run() before the first sleep, which wait_booted() waits for.
+        self.__dict__.pop("run", None)
         arg = self if self._threadfn is _call_run else self._data
         try:
             self._core.run(self, self._threadfn, arg, _comm_name(self.name))
