@@ -80,12 +80,26 @@ def _cpu_arg(cpu: object, what: str = "cpu") -> int:
     return cpu
 
 
+def _allowed_cpus() -> frozenset[int]:
+    """This process's allowed CPUs: the main thread's affinity.
+
+    Any thread.  Every default, check and message of kpark that speaks of
+    "allowed CPUs" means this set, whatever thread asks: a task pinned to
+    one CPU (or any thread that narrowed its own affinity) still sees the
+    process's CPUs.  The main thread's affinity is what `taskset -p PID`,
+    cgroup cpusets and container CPU managers change; sched_getaffinity()
+    of the process ID reads that thread's (its TID is the PID; in a fork
+    child, the forking thread's, which is the child's main thread).
+    """
+    return frozenset(os.sched_getaffinity(os.getpid()))
+
+
 def _check_cpu(cpu: object) -> int:
-    """Validate a CPU number against the CPUs this process may run on."""
+    """Validate a CPU number against this process's allowed CPUs."""
     cpu = _cpu_arg(cpu)
     if cpu < 0:
         raise ValueError(f"cpu must be non-negative, got {cpu}")
-    allowed = os.sched_getaffinity(0)
+    allowed = _allowed_cpus()
     if cpu not in allowed:
         raise ValueError(f"CPU {cpu} is not in this process's allowed CPUs {sorted(allowed)}")
     return cpu
@@ -218,7 +232,8 @@ class KThread(threading.Thread):
         not re-pinned on unpark().
 
         Return: None.  Raises TypeError for a `cpu` that is not an int,
-        ValueError for a CPU this process may not use (os.sched_getaffinity),
+        ValueError for a CPU not in this process's allowed CPUs (the main
+        thread's affinity),
         RuntimeError once the thread has been woken, ThreadExitedError once
         it has exited (its old TID is never touched).
         """
@@ -390,8 +405,9 @@ def create_on_cpu(threadfn: Callable[[Any], Any], data: Any, cpu: int,
     (or any %-conversion) in namefmt is filled with the CPU.
 
     Return: the parked KThread.  Raises TypeError for a `cpu` that is not an
-    int or a `namefmt` that is not a str, ValueError for a CPU this process
-    may not use.
+    int or a `namefmt` that is not a str, ValueError for a CPU not in this
+    process's allowed CPUs (the main thread's affinity, whatever thread
+    calls).
     """
     cpu = _check_cpu(cpu)
     if not isinstance(namefmt, str):
