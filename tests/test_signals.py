@@ -9,6 +9,9 @@
     `timeout`, a forked multiprocessing.Pool) and threads started from a
     KThread or an executor task get the mask a threading.Thread's would,
     and terminate() stops them: test_children_*, test_kthreads_inherit_*.
+-   Signals that hit a KThread's own waits (first sleep, schedule(),
+    the park loop, Completion.wait(), idle()) change nothing:
+    test_signals_at_kthreads_move_nothing.
 -   A KThread constructor interrupted (KeyboardInterrupt from a signal
     handler) while it waits for the new thread to boot leaves no thread
     running outside the life cycle: the thread is stopped before threadfn
@@ -164,3 +167,20 @@ def test_interrupted_constructor_leaves_no_thread_outside_the_life_cycle(variant
     assert res["alive"] is False, f"the thread never exited: {res}"
     assert res["should_stop"] is True and res["started"] is False, res
     assert "Traceback" not in proc.stderr, proc.stderr
+
+
+# ---- signals that hit the KThreads themselves ----------------------------------
+
+@pytest.mark.timeout(60)
+def test_signals_at_kthreads_move_nothing() -> None:
+    """KThreads can take signals now: 300 rounds of SIGUSR1 at a never-woken
+    thread, threads asleep in schedule() and schedule(60), a parked one, one
+    in Completion.wait() and an idle executor worker make none of them move
+    (no start, no extra round, no timeout, still parked, still waiting);
+    afterwards each obeys wake/unpark/complete/a task/stop
+    (worker_signal_child.py asserts both)."""
+    proc = run_script("worker_signal_child.py", "300", timeout=45)
+    assert proc.returncode == 0, f"payload failed:\n{proc.stdout}\n{proc.stderr}"
+    res = result_of(proc.stdout)
+    assert res["caught"] > 0, res
+
