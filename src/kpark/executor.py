@@ -181,7 +181,8 @@ class PerCPUExecutor(ThreadPoolExecutor):
                  initargs: Tuple[Any, ...] = (), *, cpus: Optional[CPUs] = None) -> None:
         """Start `max_workers` workers (default: one per CPU of `cpus`).
 
-        `cpus` defaults to this thread's allowed CPUs.  Workers are spread
+        `cpus` defaults to this process's allowed CPUs (the main
+        thread's affinity, whichever thread constructs).  Workers are spread
         over the CPUs in order, each pinned to its CPU, and named
         `<prefix>_<worker>/cpu<cpu>`.  `initializer(*initargs)` runs in each
         worker before its first task.  ValueError for max_workers <= 0 or a
