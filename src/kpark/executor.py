@@ -119,10 +119,7 @@ class _Workers(PerCPUThreads):
         return self._ex._veto_offline(cpus, remaining)
 
     def _going_offline(self, cpus: List[int]) -> None:
-        # Move the unpinned tasks now, not only once parked: an interrupted
-        # offline() leaves the CPUs parking, and nothing may wait behind them.
         self._ex._close_queues(cpus)
-        self._ex._rescue_queues(cpus)
 
     def _gone_offline(self, cpus: List[int]) -> None:
         self._ex._rescue_queues(cpus)
@@ -601,6 +598,11 @@ class PerCPUExecutor(ThreadPoolExecutor):
         self._online_w = tuple([w for w in self._online_w if w.q not in qs])
         for q in qs:
             q.online = False
+        # Move the unpinned tasks now, not only once parked: an interrupted
+        # offline() leaves the CPUs parking, and nothing may wait behind them.
+        for q in qs:
+            if q.shared:
+                self._rescue(q)
 
     def _rescue_queues(self, cpus: List[int]) -> None:
         for c in cpus:

@@ -165,15 +165,6 @@ def _refuse_own_park() -> None:
         raise RuntimeError(_FOREIGN_PARK)
 
 
-def _park_owned(k: KThread) -> None:
-    """Park pool thread `k` for its pool (from another thread); wait until parked.
-
-    park() also returns when an unpark() withdrew the request: one the pool
-    did not make (a user's) does not end the pool's wish, so ask again.
-    """
-    k.park()
-    while not k.is_parked:
-        k.park()
 
 
 def _spread(cpus: List[int], nthreads: Optional[int]) -> List[int]:
@@ -643,18 +634,18 @@ class PerCPUThreads:
             todo = [cpu for cpu in targets if cpu not in online]
             if not todo:
                 return
-            with self._state_lock:
+            with self._state_lock:  # unpark() never blocks
                 self._online = self._online.union(todo)
                 if self._parking:
                     self._parking = self._parking.difference(todo)
-            if kthreads is not None:
-                # The slot and the unpark together: a thread that sees its
-                # old park request withdrawn never mistakes it for a stray one.
-                with _INTENT_LOCK:
-                    for cpu in todo:
-                        for k in kthreads[cpu]:
-                            k.data.parking = False
-                            k.unpark()
+                if kthreads is not None:
+                    # The slot and the unpark together: a thread that sees its
+                    # old request withdrawn never takes it for a stray one.
+                    with _INTENT_LOCK:
+                        for cpu in todo:
+                            for k in kthreads[cpu]:
+                                k.data.parking = False
+                                k.unpark()
             self._came_online(todo)
             return
         todo = [cpu for cpu in reversed(targets) if cpu in online]
@@ -667,21 +658,25 @@ class PerCPUThreads:
             todo = sorted(set(todo).union(c for c in targets if c in pending), reverse=True)
         if not todo:
             return
-        if kthreads is not None:
-            with _INTENT_LOCK:
-                for cpu in todo:
-                    for k in kthreads[cpu]:
-                        k.data.parking = True  # before the request: it is the pool's
         with self._state_lock:
             self._online = self._online.difference(todo)
             self._parking = self._parking.union(todo)
+            if kthreads is not None:
+                with _INTENT_LOCK:
+                    for cpu in todo:
+                        for k in kthreads[cpu]:
+                            k.data.parking = True  # before the request: the pool's
         self._going_offline(todo)
         parked: List[int] = []
         try:
             for cpu in todo:
                 if kthreads is not None:
                     for k in kthreads[cpu]:
-                        _park_owned(k)
+                        k.park()
+                        # park() also returns when an unpark() withdrew the
+                        # request: not the pool's wish, so ask again.
+                        while not k.is_parked:
+                            k.park()
                 parked.append(cpu)
         finally:
             # Whatever stopped us, the CPUs not parked yet stay in _parking.
