@@ -789,5 +789,6 @@ class PerCPUThreads:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"online={sorted(self._online)}"
+        state = ("closed" if self._closed else "closing" if self._stopping
+                 else f"online={sorted(self._online)}")
         return f"<PerCPUThreads cpus={list(self._cpus)} {state}>"
