@@ -4,7 +4,8 @@
   an exception raised by a signal handler) leaves the CPU offline with its
   park pending, as its threads are about to be; a retried offline() waits
   for that park, online() withdraws it; nothing queued is lost:
-  test_interrupted_offline_*.
+  test_interrupted_offline_*; an online() interrupted before its unparks
+  leaves the CPU offline, and either call resolves it: test_online_interrupted_*.
 - shutdown(wait=True) / close() interrupted: the interrupt surfaces within
   100 ms (without waiting for running tasks), is not recorded as a callback
   error, queued work stays queued and still runs, and a retry finishes the
@@ -195,3 +196,47 @@ def test_a_thread_fn_parking_its_own_thread_is_refused_and_recorded() -> None:
         with pytest.raises(RuntimeError, match="owns its threads' parking"):
             pool.close()
     assert not any(t.is_alive() for t in pool.threads_of(cpu))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("then", ["online", "offline"])
+def test_online_interrupted_before_it_unparked_is_resolved_by_either_call(
+        monkeypatch: pytest.MonkeyPatch, then: str) -> None:
+    """An interrupt inside online() (here: the unpark itself raises, as a
+    signal handler's exception would between two statements) leaves the CPU
+    not listed online while its thread is still parked; online() again
+    brings it up, offline() finishes the parking."""
+    cpu = CPUS[-1]
+    todo = {c: 0 for c in CPUS}
+    ran = {c: 0 for c in CPUS}
+
+    def thread_fn(c: int) -> None:
+        todo[c] -= 1
+        ran[c] += 1
+
+    pool = PerCPUThreads(thread_fn, lambda c: todo[c] > 0, cpus=[cpu])
+    try:
+        k = pool.thread(cpu)
+        pool.offline(cpu)
+        assert k.is_parked
+
+        def interrupted() -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(k, "unpark", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            pool.online(cpu)
+        monkeypatch.undo()
+        assert cpu not in pool.online_cpus and k.is_parked  # as its thread is
+        if then == "offline":
+            pool.offline(cpu)
+            assert k.is_parked and cpu not in pool.online_cpus
+        pool.online(cpu)
+        assert cpu in pool.online_cpus
+        wait_for(lambda: not k.is_parked, msg="unparked")
+        todo[cpu] += 1
+        pool.wake(cpu)
+        wait_for(lambda: ran[cpu] == 1, msg="thread_fn ran")
+    finally:
+        pool.close()
+    assert pool.errors == []

@@ -16,8 +16,8 @@ list and is never held while waiting, so a pool thread may take it;
 Hotplug is exception-safe by one state rule: the pool records what it wants
 before it acts.  offline() takes a CPU out of `online_cpus` and into
 `_parking` (and marks its threads' slots) before it asks them to park, and
-moves it out of `_parking` once they are parked; online() undoes both
-before it unparks.  An offline() interrupted while it waits (KeyboardInterrupt,
+moves it out of `_parking` once they are parked; online() keeps it in
+`_parking` while it unparks the threads and lists it online after.  An offline() interrupted while it waits (KeyboardInterrupt,
 an exception from a signal handler) so leaves the CPU offline with its park
 pending, which is what its threads are about to do: a retried offline()
 waits for that park, online() withdraws it.  close() stops the threads one
@@ -635,9 +635,9 @@ class PerCPUThreads:
             if not todo:
                 return
             with self._state_lock:  # unpark() never blocks
-                self._online = self._online.union(todo)
-                if self._parking:
-                    self._parking = self._parking.difference(todo)
+                # Parking until all are unparked: an exception in between
+                # leaves a state offline() or online() resolves.
+                self._parking = self._parking.union(todo)
                 if kthreads is not None:
                     # The slot and the unpark together: a thread that sees its
                     # old request withdrawn never takes it for a stray one.
@@ -646,6 +646,8 @@ class PerCPUThreads:
                             for k in kthreads[cpu]:
                                 k.data.parking = False
                                 k.unpark()
+                self._online = self._online.union(todo)
+                self._parking = self._parking.difference(todo)
             self._came_online(todo)
             return
         todo = [cpu for cpu in reversed(targets) if cpu in online]
