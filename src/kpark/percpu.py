@@ -17,10 +17,11 @@ Hotplug is exception-safe by one state rule: the pool records what it wants
 before it acts.  offline() takes a CPU out of `online_cpus` and into
 `_parking` (and marks its threads' slots) before it asks them to park, and
 moves it out of `_parking` once they are parked; online() keeps it in
-`_parking` while it unparks the threads and lists it online after.  An offline() interrupted while it waits (KeyboardInterrupt,
-an exception from a signal handler) so leaves the CPU offline with its park
-pending, which is what its threads are about to do: a retried offline()
-waits for that park, online() withdraws it.  close() stops the threads one
+`_parking` while it unparks the threads and lists it online after.  An
+offline() interrupted while it waits (KeyboardInterrupt, an exception from
+a signal handler) so leaves the CPU offline with its park pending, which is
+what its threads are about to do: a retried offline() waits for that park,
+online() withdraws it.  close() stops the threads one
 by one and counts them, so a retried close() goes on where it was stopped.
 A park request the pool did not make (a thread parking itself from
 thread_fn) is withdrawn by the thread and reported as an error.
@@ -163,8 +164,6 @@ def _refuse_own_park() -> None:
     slot = k.data if k is not None else None
     if isinstance(slot, _Slot) and not slot.parking and _withdraw_foreign_park(k, slot):
         raise RuntimeError(_FOREIGN_PARK)
-
-
 
 
 def _spread(cpus: List[int], nthreads: Optional[int]) -> List[int]:
@@ -492,8 +491,8 @@ class PerCPUThreads:
         """The CPUs whose threads the pool keeps running; empty once closed.
 
         offline() drops a CPU before it asks the CPU's threads to park (they
-        finish their running callback first); online() adds it back before
-        it unparks them.
+        finish their running callback first); online() adds it back once it
+        has unparked them.
         """
         return self._online
 
