@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from kpark._completion import Completion
 from kpark._flags import Flags
+from kpark._kcore import should_park
+from kpark.percpu import _refuse_own_park
 
 __all__: List[str] = []
 
@@ -79,6 +81,8 @@ class _Future(Future):  # type: ignore[type-arg]
         set_running_or_notify_cancel(), the call, then set_result() or
         set_exception(), folded into one method for the executor's hot path.
         RuntimeError (logged, as the stdlib) if the future was not pending.
+        A task that leaves its worker with a park request the pool did not
+        make fails with RuntimeError (the request is withdrawn).
         """
         lock = self._lock
         lock.acquire()
@@ -91,6 +95,8 @@ class _Future(Future):  # type: ignore[type-arg]
         lock.release()
         try:
             result = ctx.run(fn, *args, **kwargs)
+            if should_park():  # the pool's offline(), or the task parked us
+                _refuse_own_park()
         except BaseException as exc:
             self.set_exception(exc)
             del exc  # no frame cycle through the traceback
@@ -270,6 +276,8 @@ class _MapTask:
             return  # cancelled before it started
         try:
             self._value = ctx.run(fn, *args, **kwargs)
+            if should_park():  # the pool's offline(), or the item parked us
+                _refuse_own_park()
         except BaseException as exc:
             self._exc = exc
             del exc

@@ -15,8 +15,9 @@ every producer re-checks after appending.  submit re-checks that the CPU it
 appended to still takes work (else it moves that CPU's unpinned tasks on
 itself) and that the executor is not shutting down (else it cancels its own
 future, which fails only if a worker already took it).  Going offline marks
-a CPU's queue closed before its workers park and moves its unpinned tasks
-after, so any task appended in between is moved by one of the two.
+a CPU's queue closed, then moves its unpinned tasks (before its workers are
+asked to park and again once they are parked), so any task appended in
+between is moved by one of them.
 """
 from __future__ import annotations
 
@@ -606,6 +607,11 @@ class PerCPUExecutor(ThreadPoolExecutor):
         self._online_w = tuple([w for w in self._online_w if w.q not in qs])
         for q in qs:
             q.online = False
+        # Move the unpinned tasks now, not only once parked: an interrupted
+        # offline() leaves the CPUs parking, and nothing may wait behind them.
+        for q in qs:
+            if q.shared:
+                self._rescue(q)
 
     def _rescue_queues(self, cpus: List[int]) -> None:
         for c in cpus:
@@ -712,7 +718,9 @@ class PerCPUExecutor(ThreadPoolExecutor):
         queued unpinned tasks move to online CPUs; pinned ones wait.
         RuntimeError if no CPU would stay online while unpinned work could be
         stranded (always, before shutdown), unless `force`; RuntimeError
-        after shutdown completed.  Offline CPUs are skipped.
+        after shutdown completed.  Offline CPUs are skipped.  Interrupted
+        (KeyboardInterrupt while a task runs on), the CPUs stay offline with
+        the park pending: a retry waits for it, online() withdraws it.
         """
         self._pool.offline(cpus, force=force)
 
@@ -746,6 +754,8 @@ class PerCPUExecutor(ThreadPoolExecutor):
         wait=True returns once every queued task has run (offline CPUs with
         pinned work are brought online for it) and the workers have exited;
         with wait=False the same happens in the background.  Idempotent.
+        Interrupted (KeyboardInterrupt), queued tasks stay queued and keep
+        running, and the next shutdown() finishes the job.
         """
         if wait and self._pool._is_own_thread():
             raise RuntimeError("shutdown(wait=True) cannot be called from one of "

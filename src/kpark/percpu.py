@@ -9,8 +9,22 @@ unregistration, and every thread runs the smpboot loop (`_smpboot_fn`).
 
 Locks: `_lock` serialises hotplug and close (the kernel's
 smpboot_threads_lock) and may be held while waiting for a thread to park;
-`_state_lock` only guards updates of `_online` and the error list and is
-never held while waiting, so a pool thread may take it.
+`_state_lock` only guards updates of `_online`/`_parking` and the error
+list and is never held while waiting, so a pool thread may take it;
+`_INTENT_LOCK` pairs each thread's `_Slot.parking` with its park requests.
+
+Hotplug is exception-safe by one state rule: the pool records what it wants
+before it acts.  offline() takes a CPU out of `online_cpus` and into
+`_parking` (and marks its threads' slots) before it asks them to park, and
+moves it out of `_parking` once they are parked; online() keeps it in
+`_parking` while it unparks the threads and lists it online after.  An
+offline() interrupted while it waits (KeyboardInterrupt, an exception from
+a signal handler) so leaves the CPU offline with its park pending, which is
+what its threads are about to do: a retried offline() waits for that park,
+online() withdraws it.  close() stops the threads one
+by one and counts them, so a retried close() goes on where it was stopped.
+A park request the pool did not make (a thread parking itself from
+thread_fn) is withdrawn by the thread and reported as an error.
 
 This class is the one owner of hotplug: offline/online/follow_affinity and
 close, their locking, caller checks and error reporting live here only.  An
@@ -107,12 +121,49 @@ def _as_list(cpus: CPUs) -> List[int]:
 
 class _Slot:
     """Per-thread bookkeeping (the kernel's smpboot_thread_data)."""
-    __slots__ = ("cpu", "index", "status")
+    __slots__ = ("cpu", "index", "status", "parking")
 
     def __init__(self, cpu: int, index: int) -> None:
         self.cpu = cpu
         self.index = index   # the thread's number in the pool, 0 up
         self.status = _NONE  # written only by the slot's own thread
+        # True while the pool wants the thread parked; written under
+        # _INTENT_LOCK, before the pool's park request and with its unpark.
+        self.parking = False
+
+
+#: Pairs `_Slot.parking` with park requests: the pool sets it before it asks
+#: a thread to park and clears it together with the unpark; a thread that
+#: finds a park request while (under this lock) its slot says the pool wants
+#: it running knows the request is not the pool's.  Never held while waiting.
+_INTENT_LOCK = threading.Lock()
+
+_FOREIGN_PARK = ("a per-CPU pool's thread was asked to park by someone other than its pool "
+                 "(a callback or task parking its own thread?); the pool owns its threads' "
+                 "parking: use offline()/online().  The request was withdrawn")
+
+
+def _withdraw_foreign_park(k: KThread, slot: _Slot) -> bool:
+    """In pool thread `k` (its own caller): withdraw a park request the pool
+    did not make; True if there was one.  Never blocks for long."""
+    with _INTENT_LOCK:
+        if slot.parking or not k.should_park:
+            return False  # the pool's own request, or none left
+        k.unpark()  # from itself: clears the request
+        return True
+
+
+def _refuse_own_park() -> None:
+    """After user code ran in a pool thread that now has a park request:
+    RuntimeError if the pool did not make it (the request is withdrawn).
+
+    Called by the executor's task runner, in the worker, so that the task
+    that parked its own worker fails instead of the worker hanging parked.
+    """
+    k = current()
+    slot = k.data if k is not None else None
+    if isinstance(slot, _Slot) and not slot.parking and _withdraw_foreign_park(k, slot):
+        raise RuntimeError(_FOREIGN_PARK)
 
 
 def _spread(cpus: List[int], nthreads: Optional[int]) -> List[int]:
@@ -292,6 +343,10 @@ class PerCPUThreads:
                     self._call(cpu, self._cleanup, cpu, cpu in self._online)
                 return
             if should_park():
+                if (not slot.parking and not self._selfparking
+                        and _withdraw_foreign_park(current(), slot)):
+                    self._record(cpu, RuntimeError(_FOREIGN_PARK))
+                    continue
                 if slot.status == _ACTIVE:
                     if self._park_cb is not None:
                         self._call(cpu, self._park_cb, cpu)
@@ -350,7 +405,9 @@ class PerCPUThreads:
             self._online = self._online - {cpu}
         k = current()
         if k is not None:
-            k.park()  # from itself: only sets should_park
+            with _INTENT_LOCK:
+                slot.parking = True  # the pool's own park: not refused
+                k.park()  # from itself: only sets should_park
         if was_online:
             # The hooks' one call without _lock: we may not wait for it here.
             self._going_offline([cpu])
@@ -431,7 +488,12 @@ class PerCPUThreads:
 
     @property
     def online_cpus(self) -> frozenset[int]:
-        """The CPUs whose threads are not parked by the pool; empty once closed."""
+        """The CPUs whose threads the pool keeps running; empty once closed.
+
+        offline() drops a CPU before it asks the CPU's threads to park (they
+        finish their running callback first); online() adds it back once it
+        has unparked them.
+        """
         return self._online
 
     @property
@@ -441,7 +503,7 @@ class PerCPUThreads:
 
     @property
     def closed(self) -> bool:
-        """True once close() has run."""
+        """True once close() has stopped every thread."""
         return self._closed
 
     def thread(self, cpu: int) -> KThread:
@@ -507,9 +569,12 @@ class PerCPUThreads:
         """Park the threads of `cpus` (one CPU or an iterable); return once parked.
 
         Any thread but the pool's own.  Parks in descending CPU order; CPUs
-        already offline are skipped.  RuntimeError if a subclass vetoes it
+        already offline are skipped, but a park an interrupted offline()
+        left pending is waited for.  RuntimeError if a subclass vetoes it
         (`_veto_offline`) and `force` is false.  Then re-raises the oldest
         callback error not yet reported, if any.  RuntimeError once closed.
+        If the wait is interrupted (an exception from a signal handler),
+        that propagates and the CPUs stay offline with their park pending.
         """
         targets = self._cpu_list(cpus)
         self._check_caller("offline")
@@ -524,8 +589,9 @@ class PerCPUThreads:
         """Unpark the threads of `cpus` (one CPU or an iterable); never waits.
 
         Any thread but the pool's own.  Unparks in ascending CPU order; CPUs
-        already online are skipped.  Then re-raises the oldest callback error
-        not yet reported, if any.  RuntimeError once closed.
+        already online are skipped; a park an interrupted offline() left
+        pending is withdrawn.  Then re-raises the oldest callback error not
+        yet reported, if any.  RuntimeError once closed.
         """
         targets = self._cpu_list(cpus)
         self._check_caller("online")
@@ -539,15 +605,27 @@ class PerCPUThreads:
     #: The RuntimeError's message once closed (subclasses say what they are).
     _closed_message = "the per-CPU pool is closed"
 
+    #: CPUs offline() took out of online_cpus whose threads it has not seen
+    #: parked yet (an interrupted offline() leaves them; frozen, replaced
+    #: under _state_lock).
+    _parking: frozenset[int] = frozenset()
+    #: close() has begun stopping the threads (hotplug is refused from then
+    #: on); `_stopped` of them, in close()'s order, have exited.
+    _stopping = False
+    _stopped = 0
+
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed or self._stopping:
             raise RuntimeError(self._closed_message)
 
     def _hotplug_locked(self, targets: List[int], up: bool, force: bool = True) -> None:
         """Bring ascending `targets` up (in order) or down (in reverse); hold _lock.
 
         The one place where CPUs change state (with _repin_failed), so the
-        hooks see every change.
+        hooks see every change.  The state is recorded before the threads
+        are asked, so an exception while waiting for them (an interrupt)
+        leaves CPUs offline with their park pending (`_parking`): taking
+        them down again waits for those parks, bringing them up withdraws them.
         """
         kthreads = None if self._selfparking else self._kthreads
         online = self._online
@@ -555,21 +633,40 @@ class PerCPUThreads:
             todo = [cpu for cpu in targets if cpu not in online]
             if not todo:
                 return
-            with self._state_lock:
+            with self._state_lock:  # unpark() never blocks
+                # Parking until all are unparked: an exception in between
+                # leaves a state offline() or online() resolves.
+                self._parking = self._parking.union(todo)
+                if kthreads is not None:
+                    # The slot and the unpark together: a thread that sees its
+                    # old request withdrawn never takes it for a stray one.
+                    with _INTENT_LOCK:
+                        for cpu in todo:
+                            for k in kthreads[cpu]:
+                                k.data.parking = False
+                                k.unpark()
                 self._online = self._online.union(todo)
-            if kthreads is not None:
-                for cpu in todo:
-                    for k in kthreads[cpu]:
-                        k.unpark()
+                self._parking = self._parking.difference(todo)
             self._came_online(todo)
             return
         todo = [cpu for cpu in reversed(targets) if cpu in online]
-        if not todo:
-            return
-        if not force:
+        if todo and not force:
             reason = self._veto_offline(todo, online.difference(todo))
             if reason is not None:
                 raise RuntimeError(reason)
+        pending = self._parking
+        if pending:  # left by an interrupted offline(): finish those parks too
+            todo = sorted(set(todo).union(c for c in targets if c in pending), reverse=True)
+        if not todo:
+            return
+        with self._state_lock:
+            self._online = self._online.difference(todo)
+            self._parking = self._parking.union(todo)
+            if kthreads is not None:
+                with _INTENT_LOCK:
+                    for cpu in todo:
+                        for k in kthreads[cpu]:
+                            k.data.parking = True  # before the request: the pool's
         self._going_offline(todo)
         parked: List[int] = []
         try:
@@ -577,16 +674,16 @@ class PerCPUThreads:
                 if kthreads is not None:
                     for k in kthreads[cpu]:
                         k.park()
+                        # park() also returns when an unpark() withdrew the
+                        # request: not the pool's wish, so ask again.
+                        while not k.is_parked:
+                            k.park()
                 parked.append(cpu)
         finally:
-            # online_cpus drops the parked CPUs together, once all are parked
-            # (or the next park failed).
+            # Whatever stopped us, the CPUs not parked yet stay in _parking.
             if parked:
                 with self._state_lock:
-                    self._online = self._online.difference(parked)
-            if len(parked) < len(todo):
-                self._came_online([cpu for cpu in todo if cpu not in parked])
-            if parked:
+                    self._parking = self._parking.difference(parked)
                 self._gone_offline(parked)
 
     # -- following the machine's CPUs ----------------------------------------
@@ -623,7 +720,7 @@ class PerCPUThreads:
     def _sync_affinity(self) -> None:
         avail = available_cpus()
         with self._lock:
-            if self._closed:
+            if self._closed or self._stopping:
                 return
             back = sorted(self._auto_offline & avail)
             self._hotplug_locked(back, up=True)
@@ -633,8 +730,9 @@ class PerCPUThreads:
             # lost than work with nowhere to run.
             while drop and self._veto_offline(drop, self._online.difference(drop)) is not None:
                 drop.pop(0)
-            self._hotplug_locked(drop, up=False)
+            # Recorded first: an interrupted drop is still ours to bring back.
             self._auto_offline.update(drop)
+            self._hotplug_locked(drop, up=False)
 
     # -- teardown -------------------------------------------------------------
 
@@ -643,23 +741,24 @@ class PerCPUThreads:
 
         Any thread but the pool's own; idempotent.  Each thread that got past
         setup runs cleanup(cpu, online) first.  Then re-raises the first
-        callback error the pool ever recorded, on every call.
+        callback error the pool ever recorded, on every call.  An exception
+        that interrupts the wait (KeyboardInterrupt) propagates at once and
+        is not recorded; the pool refuses hotplug from then on, and the next
+        close() goes on stopping the threads where this one was stopped.
         """
         self._check_caller("close")
         with self._watch_lock:
             self._stop_watcher()
         with self._lock:
             if not self._closed:
-                self._closing()
-                self._closed = True
-                for cpu in self._cpus:
-                    for k in self._kthreads[cpu]:
-                        try:
-                            k.stop()
-                        except BaseException as exc:  # the loop itself failed
-                            self._record(cpu, exc)
+                if not self._stopping:
+                    self._closing()  # may raise: the pool stays open
+                    self._stopping = True
+                self._stop_threads()
                 with self._state_lock:
                     self._online = frozenset()
+                    self._parking = frozenset()
+                self._closed = True
         with self._watch_lock:
             self._stop_watcher()  # one follow_affinity() started before we closed
         with self._state_lock:
@@ -668,6 +767,19 @@ class PerCPUThreads:
             self._reported = len(self._errors)
             first = self._errors[0][1]
         raise first
+
+    def _stop_threads(self) -> None:
+        """Stop the threads not stopped yet, CPU by CPU; hold _lock."""
+        order = [k for cpu in self._cpus for k in self._kthreads[cpu]]
+        while self._stopped < len(order):
+            k = order[self._stopped]
+            try:
+                k.stop()
+            except BaseException as exc:
+                if k.is_alive():
+                    raise  # our wait was interrupted: the caller's, not the thread's
+                self._record(k.data.cpu, exc)  # the loop itself failed
+            self._stopped += 1
 
     def __enter__(self) -> "PerCPUThreads":
         """Return the pool itself (the threads already run)."""
@@ -678,5 +790,6 @@ class PerCPUThreads:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"online={sorted(self._online)}"
+        state = ("closed" if self._closed else "closing" if self._stopping
+                 else f"online={sorted(self._online)}")
         return f"<PerCPUThreads cpus={list(self._cpus)} {state}>"
