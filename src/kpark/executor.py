@@ -104,6 +104,7 @@ class _Workers(PerCPUThreads):
     push is followed by wake()); the hotplug hooks keep the queues in step."""
 
     _park_idle_in_place = True
+    _user_owned = False  # the executor's threads may hold it; they hold no executor
     _closed_message = "the executor has been shut down"
     _forked_message = ("the executor's workers did not survive fork(); "
                        "create a new executor in this process")
