@@ -8,6 +8,7 @@ result iterator, for one task per item (the stdlib's way) or per chunk.
 from __future__ import annotations
 
 import threading
+from _thread import RLock as _RLock  # threading.RLock is a Python-level factory
 from concurrent.futures import Future
 from concurrent.futures import _base
 from time import monotonic as _monotonic
@@ -26,7 +27,6 @@ _FINISHED = _base.FINISHED
 _CANCELLED_STATES = (_CANCELLED, _CANCELLED_AND_NOTIFIED)
 _DONE_STATES = (_CANCELLED, _CANCELLED_AND_NOTIFIED, _FINISHED)
 _LOGGER = _base.LOGGER
-_RLock = threading.RLock
 
 
 class _Future(Future):  # type: ignore[type-arg]
@@ -157,23 +157,31 @@ class _Future(Future):  # type: ignore[type-arg]
             _LOGGER.exception("exception calling callback for %r", self)
 
     def _wait(self, timeout: Optional[float]) -> str:
-        """Block until done or `timeout` seconds passed; return the state."""
-        state = self._state
-        if state not in _DONE_STATES:
-            if timeout is not None and not timeout > 0:
-                # As threading.Condition.wait: negative or NaN means no wait.
-                timeout = 0.0
-            self._done_event.wait(timeout)
-            with self._lock:  # pairs with the setter's: see what it wrote
-                state = self._state
-        return state
+        """Block until done or `timeout` seconds passed; return the state.
+
+        No lock: whatever makes the future done writes the state (and the
+        result) first and then calls complete_all(), a SEQ_CST store; the
+        wait()/done() that sees it is an ACQUIRE load, so what was written
+        before it is visible here, with or without a GIL.
+        """
+        if timeout is not None and not timeout > 0:
+            timeout = 0.0  # as threading.Condition.wait: negative or NaN, no wait
+        done = self._done_event
+        # A completion at the deadline still counts, as in the stdlib's
+        # re-check after its Condition wait times out.
+        if done.wait(timeout) or done.done():
+            return self._state
+        return _PENDING  # not done: the callers raise TimeoutError
 
     def result(self, timeout: Optional[float] = None) -> Any:
         try:
-            state = self._wait(timeout)
+            # _wait() inlined: result() is half of every submit round trip.
+            if timeout is not None and not timeout > 0:
+                timeout = 0.0
+            done = self._done_event
+            state = self._state if done.wait(timeout) or done.done() else _PENDING
             if state == _FINISHED:
-                with self._lock:
-                    exc = self._exception
+                exc = self._exception  # visible: see _wait()
                 if not exc:  # as the stdlib: a falsy exception counts as none
                     return self._result
                 try:
@@ -189,8 +197,7 @@ class _Future(Future):  # type: ignore[type-arg]
     def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
         state = self._wait(timeout)
         if state == _FINISHED:
-            with self._lock:
-                return self._exception
+            return self._exception  # visible: see _wait()
         if state in _CANCELLED_STATES:
             raise _base.CancelledError()
         raise _base.TimeoutError()

@@ -87,8 +87,7 @@ from kpark.c_atomic cimport (kp_load32, kp_cas32, kp_fetch_or32, kp_fetch_and32,
                              KP_RELAXED, KP_ACQUIRE, KP_RELEASE, KP_ACQ_REL)
 from kpark.c_wait cimport (timespec, kp_wait, kp_wake_all, kp_deadline_passed,
                            KP_WAIT_TIMEDOUT, KP_BACKEND_NAME)
-from kpark.c_sched cimport (kp_pin_self, kp_name_self, kp_block_async_signals,
-                            kp_current_get, kp_current_set)
+from kpark.c_sched cimport kp_pin_self, kp_name_self, kp_current_get, kp_current_set
 from kpark.c_spin cimport (kp_spin_budget, kp_spin_while_equal, kp_gil_released,
                            kp_before_gil, kp_this_cpu)
 from kpark.waiting cimport check_timeout, deadline_from_timeout, wait_step
@@ -883,7 +882,9 @@ cdef class KCore:
         self.owner = owner
         kp_current_set(<void *>self)
         kp_name_self(comm)
-        kp_block_async_signals()
+        # The signal mask stays the creator's, as in a threading.Thread:
+        # children of user code inherit it (kp_sched.h).  A signal that lands
+        # here only interrupts a futex wait below, which re-reads the word.
         try:
             # model: run.first_sleep
             with nogil:

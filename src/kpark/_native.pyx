@@ -51,7 +51,9 @@ cdef int _configure_spins() except -1:
     global kp_spin_ns, kp_gil_spin_ns
     spin = _spin_ns_from_env("KPARK_SPIN_NS", KP_SPIN_NS_DEFAULT)
     gil_spin = _spin_ns_from_env("KPARK_GIL_SPIN_NS", KP_GIL_SPIN_NS_DEFAULT)
-    multi = len(_os.sched_getaffinity(0)) > 1
+    # The process's allowed CPUs (the main thread's affinity), as everywhere
+    # in kpark (kpark.thread._allowed_cpus), whichever thread imports.
+    multi = len(_os.sched_getaffinity(_os.getpid())) > 1
     kp_spin_ns = spin if multi else 0
     kp_gil_spin_ns = gil_spin if multi else 0
     return 0

@@ -3,6 +3,5 @@
 cdef extern from "kp_sched.h" nogil:
     int kp_pin_self(int cpu)
     int kp_name_self(const char *name)
-    void kp_block_async_signals()
     void *kp_current_get()
     void kp_current_set(void *k)

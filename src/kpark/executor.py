@@ -86,13 +86,20 @@ class _Queue:
 
 class _Worker:
     """One worker thread's idle state."""
-    __slots__ = ("q", "thread", "idle", "listed")
+    __slots__ = ("q", "thread", "wake", "idle", "listed")
 
     def __init__(self, q: _Queue) -> None:
         self.q = q
         self.thread: Any = None  # the KThread, set once the pool exists
+        # Its KThread's wake(), the core's own method: one C call per
+        # submit instead of a Python frame around it.
+        self.wake: Callable[[], bool] = _not_started
         self.idle = False        # the worker is (about to be) asleep
         self.listed = False      # it is on the executor's idle list
+
+
+def _not_started() -> bool:
+    raise AssertionError("a worker is woken only once its pool exists")
 
 
 def _per_worker(cpu: int) -> None:
@@ -201,7 +208,8 @@ class PerCPUExecutor(ThreadPoolExecutor):
                  initargs: Tuple[Any, ...] = (), *, cpus: Optional[CPUs] = None) -> None:
         """Start `max_workers` workers (default: one per CPU of `cpus`).
 
-        `cpus` defaults to this thread's allowed CPUs.  Workers are spread
+        `cpus` defaults to this process's allowed CPUs (the main
+        thread's affinity, whichever thread constructs).  Workers are spread
         over the CPUs in order, each pinned to its CPU, and named
         `<prefix>_<worker>/cpu<cpu>`.  `initializer(*initargs)` runs in each
         worker before its first task.  ValueError for max_workers <= 0 or a
@@ -251,6 +259,7 @@ class PerCPUExecutor(ThreadPoolExecutor):
                               self._thread_name_prefix)
         for w, k in zip(self._workers, self._pool._all_threads):
             w.thread = k
+            w.wake = k._core.wake
         self._threads = set(self._pool._all_threads)
         # Dropped without shutdown(): as a ThreadPoolExecutor, the queued
         # tasks run, then the workers exit.  Not at exit: _drain_at_exit.
@@ -273,11 +282,14 @@ class PerCPUExecutor(ThreadPoolExecutor):
             self._refuse()
         f = _Future()
         item: _Item = (f, copy_context(), fn, args, kwargs)
-        w = self._pick_idle()
+        # The most recently idle worker, if any (inline: the hot path).
+        w = self._pop_idle() if self._idle else None
         if w is not None:
+            if w.q.cpu == this_cpu():
+                w = self._not_on_our_cpu(w)
             q = w.q
             q.shared.append(item)
-            w.thread.wake()
+            w.wake()
             if not q.online:  # went offline meanwhile: move its work on
                 self._rescue(q)
         else:
@@ -288,7 +300,7 @@ class PerCPUExecutor(ThreadPoolExecutor):
                 w = online[next(self._rr) % len(online)]
                 q = w.q
                 q.shared.append(item)
-                w.thread.wake()
+                w.wake()
                 if self._idle:
                     self._wake_idle()
                 if not q.online:
@@ -383,7 +395,7 @@ class PerCPUExecutor(ThreadPoolExecutor):
             if share:
                 q.shared.extend(share)
                 for w in q.workers:
-                    w.thread.wake()
+                    w.wake()
                 if not q.online:
                     self._rescue(q)
         # Idle workers of CPUs that got no share (fewer items than CPUs, or
@@ -416,23 +428,20 @@ class PerCPUExecutor(ThreadPoolExecutor):
         # append.  Wake it to steal the task rather than leave it waiting.
         v = self._pop_idle()
         if v is not None:
-            v.thread.wake()
+            v.wake()
 
-    def _pick_idle(self) -> Optional[_Worker]:
-        """An idle worker for a new task, or None (then: round robin)."""
-        w = self._pop_idle()
-        if w is not None:
-            if w.q.cpu != this_cpu():
-                return w
-            # Its CPU is ours: it could run only once we sleep, and we would
-            # both sleep instead of spin.  Prefer another idle one.
-            other = self._pop_idle()
-            if other is None:
-                return w
-            w.listed = True
-            self._idle.append(w)
-            return other
-        return None
+    def _not_on_our_cpu(self, w: _Worker) -> _Worker:
+        """Idle `w` is on the submitter's CPU: another idle worker if any.
+
+        `w` could run only once we sleep, and we would both sleep instead
+        of spin.  `w` goes back on the idle list if another is chosen.
+        """
+        other = self._pop_idle()
+        if other is None:
+            return w
+        w.listed = True
+        self._idle.append(w)
+        return other
 
     def _pop_idle(self) -> Optional[_Worker]:
         """The most recently idle online worker (its cache is warm)."""
@@ -453,12 +462,12 @@ class PerCPUExecutor(ThreadPoolExecutor):
         if len(workers) > 1:
             for w in workers:
                 if w.idle:
-                    w.thread.wake()
+                    w.wake()
                     return
             # All busy: each looks at the queue again before it sleeps.
-            workers[next(q.rr) % len(workers)].thread.wake()
+            workers[next(q.rr) % len(workers)].wake()
         else:
-            workers[0].thread.wake()
+            workers[0].wake()
 
     def _push(self, q: _Queue, item: _Item) -> None:
         q.shared.append(item)
@@ -519,7 +528,7 @@ class PerCPUExecutor(ThreadPoolExecutor):
         # sees it and wakes us, and idle() keeps that wake.
         w.idle = True
         if not self._broken:
-            if self._has_work(q):
+            if q.pinned or q.shared or self._stealable():
                 w.idle = False
                 return True
         if not w.listed:
@@ -528,19 +537,19 @@ class PerCPUExecutor(ThreadPoolExecutor):
             # Listed, then look again: a submitter that found no idle
             # worker either queued its task before this look or sees us
             # listed after its append (and wakes us).
-            if not self._broken and self._has_work(q):
+            if not self._broken and (q.pinned or q.shared or self._stealable()):
                 w.idle = False
                 return True
         if self._shutdown:
             self._drained.set()
         return False
 
-    def _has_work(self, q: _Queue) -> bool:
-        if q.pinned or q.shared:
-            return True
+    def _stealable(self) -> bool:
+        """Whether any CPU has unpinned work (a worker's own queues are
+        checked inline before: the hot path)."""
         for v in self._all:
             if v.shared:
-                return True  # something to steal
+                return True
         return False
 
     def _thread_fn(self, w: _Worker, cpu: int) -> None:
@@ -651,7 +660,7 @@ class PerCPUExecutor(ThreadPoolExecutor):
                     w.listed = True
                     self._idle.append(w)
                 if stealable or q.pinned:
-                    w.thread.wake()
+                    w.wake()
 
     def _drain(self) -> None:
         """Run every queued task (the pool's close() hook).  Returns once all

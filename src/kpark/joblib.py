@@ -12,7 +12,6 @@ memory, so `require="sharedmem"` is honoured.  Needs the `joblib` extra
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Optional
 
 import joblib  # type: ignore[import-untyped]
@@ -47,8 +46,7 @@ class PerCPUBackend(ParallelBackendBase):  # type: ignore[misc]
         if n_jobs == 0:
             raise ValueError("n_jobs == 0 in Parallel has no meaning")
         if n_jobs is None or n_jobs < 0:
-            ncpu = len(_normalize_cpus(self._cpus)) if self._cpus is not None \
-                else len(os.sched_getaffinity(0))
+            ncpu = len(_normalize_cpus(self._cpus))   # default: the process's CPUs
             return max(ncpu + 1 + (n_jobs if n_jobs is not None else -1), 1)
         return int(n_jobs)
 

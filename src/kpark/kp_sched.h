@@ -1,4 +1,12 @@
-/* kp_sched.h - the calling thread's CPU, name, signal mask and identity. */
+/* kp_sched.h - the calling thread's CPU, name and identity.
+ *
+ * Nothing here touches the signal mask: a KThread runs with the mask of the
+ * thread that created it, as a threading.Thread does, because everything
+ * its user code starts (subprocesses, os.system, threads) inherits that
+ * mask.  Ctrl-C still reaches the main thread: Linux offers a
+ * process-directed signal to the thread group leader first whenever it can
+ * take it (docs/semantics.md, "Signals").
+ */
 #ifndef KP_SCHED_H
 #define KP_SCHED_H
 
@@ -8,7 +16,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -32,24 +39,6 @@ static inline int kp_pin_self(int cpu)
 static inline int kp_name_self(const char *name)
 {
     return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0) == 0 ? 0 : errno;
-}
-
-/* Block the asynchronous signals in the calling thread, so the kernel hands
- * process-directed signals (Ctrl-C) to a thread that can act on them: Python
- * runs signal handlers in the main thread only, and a KThread that received
- * SIGINT would leave the main thread asleep in a wait it should leave. */
-static inline void kp_block_async_signals(void)
-{
-    sigset_t set;
-    sigfillset(&set);
-    sigdelset(&set, SIGSEGV);
-    sigdelset(&set, SIGBUS);
-    sigdelset(&set, SIGFPE);
-    sigdelset(&set, SIGILL);
-    sigdelset(&set, SIGTRAP);
-    sigdelset(&set, SIGSYS);
-    sigdelset(&set, SIGABRT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
 /* The KThread the calling OS thread runs (a borrowed reference: the thread

@@ -35,7 +35,7 @@ from typing import Callable, Iterable, List, Optional, Tuple, TypeVar, Union
 
 from kpark import _janitor
 from kpark._kcore import current, idle, parkme, schedule, should_park, should_stop
-from kpark.thread import KThread, _cpu_arg, create_on_cpu
+from kpark.thread import KThread, _allowed_cpus, _cpu_arg, create_on_cpu
 
 __all__ = ["PerCPUThreads", "CPUs", "available_cpus", "parse_cpu_list", "MAX_ERRORS"]
 
@@ -76,13 +76,14 @@ def parse_cpu_list(text: str) -> frozenset[int]:
 
 
 def available_cpus() -> frozenset[int]:
-    """The CPUs the process may use now: main-thread affinity ∩ online CPUs.
+    """The CPUs the process may use now: its allowed CPUs ∩ online CPUs.
 
-    Any caller.  The main thread's affinity (`os.sched_getaffinity(pid)`) is
-    what `taskset -p PID`, cgroup cpusets and container CPU managers change;
-    /sys/devices/system/cpu/online is real CPU hotplug (ignored if unreadable).
+    Any caller.  The allowed CPUs are the main thread's affinity
+    (kpark.thread._allowed_cpus), what `taskset -p PID`, cgroup cpusets and
+    container CPU managers change; /sys/devices/system/cpu/online is real
+    CPU hotplug (ignored if unreadable).
     """
-    allowed = frozenset(os.sched_getaffinity(os.getpid()))
+    allowed = _allowed_cpus()
     try:
         with open(_SYS_ONLINE) as f:
             online = parse_cpu_list(f.read())
@@ -92,9 +93,9 @@ def available_cpus() -> frozenset[int]:
 
 
 def _normalize_cpus(cpus: Optional[CPUs]) -> List[int]:
-    """The constructor's `cpus`: sorted, unique ints; default: this thread's affinity."""
+    """The constructor's `cpus`: sorted, unique ints; default: this process's allowed CPUs."""
     if cpus is None:
-        return sorted(os.sched_getaffinity(0))
+        return sorted(_allowed_cpus())
     seq = _as_list(cpus)
     for cpu in seq:
         if cpu < 0:

@@ -80,12 +80,26 @@ def _cpu_arg(cpu: object, what: str = "cpu") -> int:
     return cpu
 
 
+def _allowed_cpus() -> frozenset[int]:
+    """This process's allowed CPUs: the main thread's affinity.
+
+    Any thread.  Every default, check and message of kpark that speaks of
+    "allowed CPUs" means this set, whatever thread asks: a task pinned to
+    one CPU (or any thread that narrowed its own affinity) still sees the
+    process's CPUs.  The main thread's affinity is what `taskset -p PID`,
+    cgroup cpusets and container CPU managers change; sched_getaffinity()
+    of the process ID reads that thread's (its TID is the PID; in a fork
+    child, the forking thread's, which is the child's main thread).
+    """
+    return frozenset(os.sched_getaffinity(os.getpid()))
+
+
 def _check_cpu(cpu: object) -> int:
-    """Validate a CPU number against the CPUs this process may run on."""
+    """Validate a CPU number against this process's allowed CPUs."""
     cpu = _cpu_arg(cpu)
     if cpu < 0:
         raise ValueError(f"cpu must be non-negative, got {cpu}")
-    allowed = os.sched_getaffinity(0)
+    allowed = _allowed_cpus()
     if cpu not in allowed:
         raise ValueError(f"CPU {cpu} is not in this process's allowed CPUs {sorted(allowed)}")
     return cpu
@@ -130,14 +144,23 @@ class KThread(threading.Thread):
         self._data = data
         _register(self)
         # threading.Thread.start() runs self.run() in the new thread: point it
-        # at the life cycle for the start, then uncover the subclass's run().
-        # The new thread has looked run up once wait_booted() returns.
+        # at the life cycle.  The new thread uncovers the subclass's run()
+        # itself (_life), once it has looked run up: were the constructor to
+        # do it, a constructor interrupted before that point would leave the
+        # thread the class's run() to call, outside the life cycle.
         self.run = self._life  # type: ignore[method-assign]
         try:
             threading.Thread.start(self)  # the OS thread, straight into its first sleep
             self._core.wait_booted()
-        finally:
-            del self.run
+        except BaseException:
+            # Interrupted (Ctrl-C, a raising signal handler) or no OS thread:
+            # the caller gets no KThread, so none may run.  A thread that
+            # exists (or is still starting) leaves its first sleep for this
+            # stop without calling threadfn; one that never came to be is not
+            # waited for at exit.  Neither step blocks.
+            self._core.request_stop()
+            _registry.pop(id(self), None)
+            raise
 
     def run(self) -> None:
         """The thread function of a subclass that overrides it.
@@ -154,6 +177,9 @@ class KThread(threading.Thread):
 
     def _life(self) -> None:
         # Runs in the new OS thread; the whole life cycle is in KCore.run.
+        # threading has looked self.run up (it called this): uncover the
+        # class's run() before the first sleep, which wait_booted() waits for.
+        self.__dict__.pop("run", None)
         arg = self if self._threadfn is _call_run else self._data
         try:
             self._core.run(self, self._threadfn, arg, _comm_name(self.name))
@@ -206,7 +232,8 @@ class KThread(threading.Thread):
         not re-pinned on unpark().
 
         Return: None.  Raises TypeError for a `cpu` that is not an int,
-        ValueError for a CPU this process may not use (os.sched_getaffinity),
+        ValueError for a CPU not in this process's allowed CPUs (the main
+        thread's affinity),
         RuntimeError once the thread has been woken, ThreadExitedError once
         it has exited (its old TID is never touched).
         """
@@ -378,8 +405,9 @@ def create_on_cpu(threadfn: Callable[[Any], Any], data: Any, cpu: int,
     (or any %-conversion) in namefmt is filled with the CPU.
 
     Return: the parked KThread.  Raises TypeError for a `cpu` that is not an
-    int or a `namefmt` that is not a str, ValueError for a CPU this process
-    may not use.
+    int or a `namefmt` that is not a str, ValueError for a CPU not in this
+    process's allowed CPUs (the main thread's affinity, whatever thread
+    calls).
     """
     cpu = _check_cpu(cpu)
     if not isinstance(namefmt, str):
