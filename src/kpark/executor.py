@@ -18,10 +18,19 @@ future, which fails only if a worker already took it).  Going offline marks
 a CPU's queue closed, then moves its unpinned tasks (before its workers are
 asked to park and again once they are parked), so any task appended in
 between is moved by one of them.
+
+Lifetime, as ThreadPoolExecutor's: the workers (and the shutdown thread the
+janitor starts) hold `_handle`, an instance sharing the executor's __dict__
+(percpu's `_thread_handle`), never the executor the user holds.  Once that
+one is collected without shutdown(), its finalizer has the janitor call
+shutdown(wait=False) on the handle: the queued tasks still run, then the
+workers exit.  In a fork child the inherited executors are broken
+(`_forked`): their workers did not survive fork().
 """
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from functools import partial
 import weakref
@@ -35,8 +44,9 @@ from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterato
 
 from kpark._futures import (_LOGGER, _Future, _map_results, _map_task_results, _MapTask,
                             _run_chunk)
+from kpark import _janitor
 from kpark._kcore import should_park, should_stop, this_cpu
-from kpark.percpu import CPUs, PerCPUThreads, _normalize_cpus, _spread
+from kpark.percpu import CPUs, PerCPUThreads, _normalize_cpus, _spread, _thread_handle
 from kpark.thread import KThread
 
 if TYPE_CHECKING:
@@ -102,7 +112,10 @@ class _Workers(PerCPUThreads):
     push is followed by wake()); the hotplug hooks keep the queues in step."""
 
     _park_idle_in_place = True
+    _user_owned = False  # the executor's threads may hold it; they hold no executor
     _closed_message = "the executor has been shut down"
+    _forked_message = ("the executor's workers did not survive fork(); "
+                       "create a new executor in this process")
 
     def __init__(self, ex: "PerCPUExecutor", cpus: List[int], nthreads: int,
                  prefix: str) -> None:
@@ -173,7 +186,14 @@ class ExecutorThreads:
         return self._pool.threads_of(cpu)
 
 
-_live: "weakref.WeakSet[PerCPUExecutor]" = weakref.WeakSet()
+# The handles of the executors not yet shut down, drained at interpreter
+# exit.  Strong references: a handle is not what users hold, so this keeps
+# nothing collectable alive; shutdown takes it out.
+_live: "set[PerCPUExecutor]" = set()
+
+#: _broken's message in a fork child (BrokenThreadPool is a RuntimeError).
+_FORKED = ("the executor's workers did not survive fork(); create a new "
+           "executor in this process")
 
 
 class PerCPUExecutor(ThreadPoolExecutor):
@@ -234,13 +254,19 @@ class PerCPUExecutor(ThreadPoolExecutor):
         self._finish_lock = threading.Lock()
         self._drained = threading.Event()
         self._reaper: Optional[threading.Thread] = None
-        self._pool = _Workers(self, [q.cpu for q in self._all], max_workers,
+        # What the workers hold instead of self (module docstring, Lifetime).
+        handle = self._handle = _thread_handle(self)
+        self._pool = _Workers(handle, [q.cpu for q in self._all], max_workers,
                               self._thread_name_prefix)
         for w, k in zip(self._workers, self._pool._all_threads):
             w.thread = k
             w.wake = k._core.wake
         self._threads = set(self._pool._all_threads)
-        _live.add(self)
+        # Dropped without shutdown(): as a ThreadPoolExecutor, the queued
+        # tasks run, then the workers exit.  Not at exit: _drain_at_exit.
+        self._finalizer = weakref.finalize(self, _janitor.release_later, handle._released)
+        self._finalizer.atexit = False
+        _live.add(handle)
 
     # -- submitting (hot path) ------------------------------------------------
 
@@ -765,7 +791,8 @@ class PerCPUExecutor(ThreadPoolExecutor):
             if cancel_futures:
                 self._cancel_queued()
             if not wait and self._reaper is None and not self._finished:
-                self._reaper = threading.Thread(target=self._finish, daemon=True,
+                # The handle's _finish: the thread must not keep self alive.
+                self._reaper = threading.Thread(target=self._handle._finish, daemon=True,
                                                 name=f"{self._thread_name_prefix}-shutdown")
                 self._reaper.start()
         if wait:
@@ -781,9 +808,41 @@ class PerCPUExecutor(ThreadPoolExecutor):
             finally:
                 if pool.closed:
                     self._finished = True
-                    # Only tasks that raced with shutdown() can be left here.
-                    self._cancel_queued()
-                    _live.discard(self)
+                    # Only tasks that raced with shutdown() can be left here
+                    # (and, in a fork child, the parent's queued tasks).
+                    if self._broken:
+                        self._fail_queued()
+                    else:
+                        self._cancel_queued()
+                    _live.discard(self._handle)
+                    self._finalizer.detach()  # shut down: nothing to release
+
+    # -- lifetime -------------------------------------------------------------
+
+    def _released(self) -> None:
+        """The janitor's job once the executor became unreachable without shutdown().
+
+        shutdown(wait=False), as a collected ThreadPoolExecutor's workers
+        do: the queued tasks still run (offline CPUs with pinned ones come
+        back online for them), then the workers exit.
+        """
+        self.shutdown(wait=False)
+
+    def _forked(self) -> None:
+        """In a fork child: the workers are gone, so the executor is broken.
+
+        Called by the at-fork hook, the child's only thread (the pool's own
+        hook has closed the pool).  submit/submit_on/map raise
+        BrokenThreadPool (a RuntimeError) saying so; shutdown() returns at
+        once and fails the queued futures with it (cancels them with
+        cancel_futures); offline/online/follow_affinity raise RuntimeError.
+        """
+        self._broken = _FORKED
+        self._shutdown_lock = threading.Lock()
+        self._finish_lock = threading.Lock()
+        self._drained = threading.Event()
+        self._reaper = None
+        self._finalizer.detach()
 
     def __repr__(self) -> str:
         state = ("shut down" if self._finished else "shutting down" if self._shutdown
@@ -802,4 +861,15 @@ def _drain_at_exit() -> None:
             pass
 
 
+def _after_fork_in_child() -> None:
+    # Like concurrent.futures.thread, a child never waits at exit for the
+    # parent's workers: the inherited executors are broken and forgotten.
+    # Runs after percpu's hook (registered first), which closed their pools.
+    for ex in list(_live):
+        ex._forked()
+    _live.clear()
+
+
 threading._register_atexit(_drain_at_exit)  # type: ignore[attr-defined]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

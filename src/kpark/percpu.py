@@ -32,12 +32,22 @@ owner with per-CPU state of its own (PerCPUExecutor's queues) subclasses it
 and implements the hotplug hooks (`_veto_offline`, `_going_offline`,
 `_gone_offline`, `_came_online`, `_closing`); every change of which CPUs are
 online goes through `_hotplug_locked` (or `_repin_failed`), which calls them.
+
+Lifetime: the pool's threads and its affinity watcher hold `_handle`, a
+second instance of the pool's class sharing the pool's __dict__
+(`_thread_handle`), never the object the user holds, so that object can be
+collected while they run; its weakref finalizer then has the janitor
+(kpark._janitor) ask them to stop.  In a fork child every inherited pool
+counts as closed (`_forked`): its threads did not survive fork().
 """
 from __future__ import annotations
 
+import os
 import threading
-from typing import Callable, Iterable, List, Optional, Tuple, Union
+import weakref
+from typing import Callable, Iterable, List, Optional, Tuple, TypeVar, Union
 
+from kpark import _janitor
 from kpark._kcore import current, idle, parkme, schedule, should_park, should_stop
 from kpark.thread import KThread, _allowed_cpus, _cpu_arg, create_on_cpu
 
@@ -204,6 +214,40 @@ class _AffinityWatcher:
         self.thread.stop()
 
 
+_H = TypeVar("_H")
+
+# id -> weak reference of every pool's handle not yet collected: the pools a
+# fork child inherits (thread.py's registry explains the dict).
+_pools: "dict[int, weakref.ReferenceType[PerCPUThreads]]" = {}
+
+
+def _thread_handle(obj: _H) -> _H:
+    """A second instance of `obj`'s class sharing `obj`'s __dict__ (the Borg idiom).
+
+    Any thread.  What `obj`'s own threads are given to call, so that they
+    see and change the same state without referring to `obj` itself: the
+    object users hold stays collectable while its threads run.  Returns the
+    new instance; its __init__ is not called.
+    """
+    handle = object.__new__(type(obj))
+    # A fresh combined dict for both: CPython 3.11's attribute caches are
+    # much slower on the split dict that obj.__dict__ would materialize.
+    state = dict(obj.__dict__)
+    obj.__dict__ = state
+    handle.__dict__ = state
+    return handle
+
+
+def _register_pool(handle: "PerCPUThreads") -> None:
+    key = id(handle)
+    pop = _pools.pop
+
+    def forget(_ref: "weakref.ReferenceType[PerCPUThreads]") -> None:
+        pop(key, None)  # runs before the id can be reused
+
+    _pools[key] = weakref.ref(handle, forget)
+
+
 def _check_interval(interval: float) -> float:
     if isinstance(interval, bool) or not isinstance(interval, (int, float)):
         raise TypeError(f"interval must be a number, got {type(interval).__name__}")
@@ -227,6 +271,11 @@ class PerCPUThreads:
     #: thread_should_run is not re-checked after online() unless a wake()
     #: came while the CPU was offline).  PerCPUExecutor's workers do.
     _park_idle_in_place = False
+
+    #: False for a pool owned by another object (PerCPUExecutor's): its
+    #: threads then hold the pool itself (faster attribute access), and the
+    #: owner is what becomes unreachable and closes it.
+    _user_owned = True
 
     def __init__(self, thread_fn: Callable[[int], object],
                  thread_should_run: Callable[[int], object], *,
@@ -285,6 +334,9 @@ class PerCPUThreads:
         # Serialises replacing the watcher: two follow_affinity() calls (or
         # one and close()) could otherwise each start one and lose the other.
         self._watch_lock = threading.Lock()
+        # What the threads hold instead of self (module docstring, Lifetime).
+        handle = self._handle = _thread_handle(self) if self._user_owned else self
+        _janitor.enroll()
         made: List[KThread] = []
         try:
             for index, cpu in enumerate(placement):
@@ -292,7 +344,7 @@ class PerCPUThreads:
                 # create_on_cpu fills namefmt with the CPU; this name is
                 # final, so escape it and give the CPU an empty conversion.
                 name = self._thread_name(cpu, index).replace("%", "%%") + "%.0s"
-                k = create_on_cpu(self._smpboot_fn, slot, cpu, name)
+                k = create_on_cpu(handle._smpboot_fn, slot, cpu, name)
                 made.append(k)
                 self._kthreads[cpu] = self._kthreads.get(cpu, ()) + (k,)
                 if create is not None:
@@ -307,10 +359,17 @@ class PerCPUThreads:
                     k.stop()
                 except BaseException:
                     pass  # threadfn never ran: nothing of the user's to report
+            _janitor.discharge()
             raise
         self._threads = frozenset(made)
         self._all_threads: Tuple[KThread, ...] = tuple(made)  # by thread index
         self._online = frozenset(cpu_list)
+        # Unreachable without close(): the threads are asked to stop, as by
+        # close(), without anyone waiting for them.  Not at exit: exit stops
+        # every KThread itself.
+        self._finalizer = weakref.finalize(self, _janitor.release_later, handle._released)
+        self._finalizer.atexit = False
+        _register_pool(handle)
         if not self._selfparking:
             for k in made:
                 k.unpark()
@@ -706,8 +765,9 @@ class PerCPUThreads:
                 return
             self._check_open()
             self._sync_affinity()
-            self._watcher = _AffinityWatcher(self._sync_affinity, interval,
-                                             "kpark-affinity", self._watch_error)
+            handle = self._handle  # not self: the watcher must not keep the pool alive
+            self._watcher = _AffinityWatcher(handle._sync_affinity, interval,
+                                             "kpark-affinity", handle._watch_error)
 
     def _watch_error(self, exc: BaseException) -> None:
         self._record(None, exc)
@@ -759,6 +819,8 @@ class PerCPUThreads:
                     self._online = frozenset()
                     self._parking = frozenset()
                 self._closed = True
+        if self._closed and self._finalizer.detach() is not None:
+            _janitor.discharge()  # closed: nothing left to release (once: detach)
         with self._watch_lock:
             self._stop_watcher()  # one follow_affinity() started before we closed
         with self._state_lock:
@@ -781,6 +843,44 @@ class PerCPUThreads:
                 self._record(k.data.cpu, exc)  # the loop itself failed
             self._stopped += 1
 
+    # -- lifetime -------------------------------------------------------------
+
+    def _released(self) -> None:
+        """The janitor's job once the pool became unreachable without close().
+
+        Asks the watcher and every thread to stop, without waiting (a thread
+        may be inside a thread_fn that never returns): each runs cleanup as
+        close() would have it and exits.  Errors recorded from then on go
+        with the pool.
+        """
+        w = self._watcher
+        for k in ((w.thread,) if w is not None else ()) + self._all_threads:
+            k._core.request_stop()  # never the janitor's own thread
+        _janitor.discharge()
+
+    #: The RuntimeError's message in a fork child (subclasses say what they are).
+    _forked_message = ("the per-CPU pool's threads did not survive fork(); "
+                       "create a new pool in this process")
+
+    def _forked(self) -> None:
+        """In a fork child: the threads are gone, so the pool counts as closed.
+
+        Called by the at-fork hook, the child's only thread.  The locks are
+        new (a parent thread may have held one at fork); offline/online/
+        follow_affinity raise RuntimeError(_forked_message); close() has no
+        thread to stop or wait for.
+        """
+        self._lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._watch_lock = threading.Lock()
+        self._closed = True
+        self._closed_message = self._forked_message
+        self._online = frozenset()
+        self._parking = frozenset()
+        self._auto_offline = set()
+        self._watcher = None
+        self._finalizer.detach()  # nothing of this process to release
+
     def __enter__(self) -> "PerCPUThreads":
         """Return the pool itself (the threads already run)."""
         return self
@@ -793,3 +893,18 @@ class PerCPUThreads:
         state = ("closed" if self._closed else "closing" if self._stopping
                  else f"online={sorted(self._online)}")
         return f"<PerCPUThreads cpus={list(self._cpus)} {state}>"
+
+
+def _after_fork_in_child() -> None:
+    # Runs after kpark.thread's hook (registered first): the KThreads already
+    # report exited.  A parent thread may have held the intent lock at fork.
+    global _INTENT_LOCK
+    _INTENT_LOCK = threading.Lock()
+    for ref in list(_pools.values()):
+        pool = ref()
+        if pool is not None:
+            pool._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
