@@ -3,7 +3,7 @@
     python bench/instructions.py [--ops N] [WHAT ...]
 
 WHAT is any of: submit (PerCPUExecutor.submit(noop).result()), future (a
-_Future's life cycle in one thread: made, run, result read), hotplug
+_Future's life cycle in one KThread: made, run, result read), hotplug
 (offline(all), online(all), one submit round trip); default: all three.
 
 Wall-clock times on a shared 2-CPU machine swing by 2x from one hour to the
@@ -33,11 +33,15 @@ with PerCPUExecutor() as ex:
 """,
     "future": """
 from contextvars import copy_context
+from kpark import KThread
 from kpark._futures import _Future
 def noop(): pass
-ctx = copy_context()
-for _ in range(200): f = _Future(); f._run(ctx, noop, (), {{}}); f.result()
-for _ in range({n}): f = _Future(); f._run(ctx, noop, (), {{}}); f.result()
+def body(ctx):  # in a KThread, as the executor's workers run futures
+    for _ in range(200): f = _Future(); f._run(ctx, noop, (), {{}}); f.result()
+    for _ in range({n}): f = _Future(); f._run(ctx, noop, (), {{}}); f.result()
+k = KThread(body, copy_context())
+k.start()
+k.join()
 """,
     "hotplug": """
 from kpark import PerCPUExecutor
