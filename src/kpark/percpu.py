@@ -363,6 +363,10 @@ class PerCPUThreads:
             raise
         self._threads = frozenset(made)
         self._all_threads: Tuple[KThread, ...] = tuple(made)  # by thread index
+        # Hotplug's hot path: each CPU's (thread, slot) pairs (no `data`
+        # property call per thread and cycle).
+        self._hotplug_threads = {cpu: tuple([(k, k.data) for k in ks])
+                                 for cpu, ks in self._kthreads.items()}
         self._online = frozenset(cpu_list)
         # Unreachable without close(): the threads are asked to stop, as by
         # close(), without anyone waiting for them.  Not at exit: exit stops
@@ -595,13 +599,12 @@ class PerCPUThreads:
         return sorted({self._known(c) for c in _as_list(cpus)})
 
     def _is_own_thread(self) -> bool:
-        k = current()
-        return k is not None and k in self._threads
+        return current() in self._threads  # None (not a KThread) is not in it
 
     def _check_caller(self, what: str) -> None:
         # A pool thread waiting for itself (or for a sibling that waits for
         # the lock it holds) would deadlock; refuse instead.
-        if self._is_own_thread():
+        if current() in self._threads:
             raise RuntimeError(f"{what}() cannot be called from one of the pool's own threads")
 
     # -- wake and hotplug -----------------------------------------------------
@@ -638,11 +641,13 @@ class PerCPUThreads:
         targets = self._cpu_list(cpus)
         self._check_caller("offline")
         with self._lock:
-            self._check_open()
+            if self._closed or self._stopping:
+                self._check_open()  # raises
             if self._auto_offline:
                 self._auto_offline.difference_update(targets)
             self._hotplug_locked(targets, up=False, force=force)
-        self._report()
+        if self._reported < len(self._errors):
+            self._report()
 
     def online(self, cpus: CPUs) -> None:
         """Unpark the threads of `cpus` (one CPU or an iterable); never waits.
@@ -655,11 +660,13 @@ class PerCPUThreads:
         targets = self._cpu_list(cpus)
         self._check_caller("online")
         with self._lock:
-            self._check_open()
+            if self._closed or self._stopping:
+                self._check_open()  # raises
             if self._auto_offline:
                 self._auto_offline.difference_update(targets)
             self._hotplug_locked(targets, up=True)
-        self._report()
+        if self._reported < len(self._errors):
+            self._report()
 
     #: The RuntimeError's message once closed (subclasses say what they are).
     _closed_message = "the per-CPU pool is closed"
@@ -686,7 +693,7 @@ class PerCPUThreads:
         leaves CPUs offline with their park pending (`_parking`): taking
         them down again waits for those parks, bringing them up withdraws them.
         """
-        kthreads = None if self._selfparking else self._kthreads
+        kthreads = None if self._selfparking else self._hotplug_threads
         online = self._online
         if up:
             todo = [cpu for cpu in targets if cpu not in online]
@@ -701,8 +708,8 @@ class PerCPUThreads:
                     # old request withdrawn never takes it for a stray one.
                     with _INTENT_LOCK:
                         for cpu in todo:
-                            for k in kthreads[cpu]:
-                                k.data.parking = False
+                            for k, slot in kthreads[cpu]:
+                                slot.parking = False
                                 k.unpark()
                 self._online = self._online.union(todo)
                 self._parking = self._parking.difference(todo)
@@ -724,14 +731,14 @@ class PerCPUThreads:
             if kthreads is not None:
                 with _INTENT_LOCK:
                     for cpu in todo:
-                        for k in kthreads[cpu]:
-                            k.data.parking = True  # before the request: the pool's
+                        for _, slot in kthreads[cpu]:
+                            slot.parking = True  # before the request: the pool's
         self._going_offline(todo)
         parked: List[int] = []
         try:
             for cpu in todo:
                 if kthreads is not None:
-                    for k in kthreads[cpu]:
+                    for k, _ in kthreads[cpu]:
                         k.park()
                         # park() also returns when an unpark() withdrew the
                         # request: not the pool's wish, so ask again.
