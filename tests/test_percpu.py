@@ -550,7 +550,8 @@ def test_follow_affinity_parks_dropped_cpu_and_unparks_it_back(
         try:
             os.sched_setaffinity(main_tid, set(CPUS) - {gone})
             wait_for(lambda: gone not in pool.online_cpus, what="CPU dropped")
-            assert pool.thread(gone).is_parked
+            # Listed offline once its park is asked for; parked a moment later.
+            wait_for(lambda: pool.thread(gone).is_parked, what="its thread parked")
             assert rec.per_cpu(gone)[-1] == ("park", gone)
             assert set(CPUS) - {gone} <= pool.online_cpus
         finally:
