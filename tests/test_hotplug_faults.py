@@ -90,12 +90,19 @@ def test_interrupted_close_surfaces_at_once_and_a_retry_finishes(sig: str) -> No
 # ---- misuse: parking the pool's own threads ----------------------------------------
 
 def _park_self() -> str:
-    kpark.current().park()  # from itself: only a request, honoured after the task
+    kpark.current().park()  # refused: the executor owns its workers' parking
+    return "parked?"
+
+
+def _request_own_park() -> str:
+    # Behind park()'s back (the core's request, as a C extension might):
+    # the worker withdraws it once the task returns and fails the task.
+    kpark.current()._core.park()  # from itself: only a request
     return "parked?"
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("how", ["park", "kthread_park", "map"])
+@pytest.mark.parametrize("how", ["park", "kthread_park", "map", "request"])
 def test_a_task_parking_its_own_worker_fails_and_the_worker_stays(how: str) -> None:
     cpu = CPUS[-1]
     with PerCPUExecutor(cpus=CPUS) as ex:
@@ -105,7 +112,8 @@ def test_a_task_parking_its_own_worker_fails_and_the_worker_stays(how: str) -> N
                 list(ex.map(lambda _: _park_self(), range(1)))
             assert not any(ex.threads.thread(c).should_park for c in CPUS)
         else:
-            fn = _park_self if how == "park" else (lambda: kthread_park(kpark.current()))
+            fn = {"park": _park_self, "request": _request_own_park,
+                  "kthread_park": lambda: kthread_park(kpark.current())}[how]
             f = ex.submit_on(cpu, fn)
             with pytest.raises(RuntimeError, match="owns its threads' parking"):
                 f.result(10)
@@ -125,7 +133,7 @@ def test_a_task_stopping_its_own_worker_fails_and_the_worker_stays() -> None:
     cpu = CPUS[-1]
     with PerCPUExecutor(cpus=CPUS) as ex:
         f = ex.submit_on(cpu, lambda: kpark.current().stop())
-        with pytest.raises(RuntimeError, match="itself"):
+        with pytest.raises(RuntimeError, match="owns its threads' parking and stopping"):
             f.result(10)
         assert ex.submit_on(cpu, pow, 2, 3).result(10) == 8
         assert ex.threads.thread(cpu).is_alive()
@@ -133,11 +141,10 @@ def test_a_task_stopping_its_own_worker_fails_and_the_worker_stays() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_a_park_request_from_outside_the_pool_is_withdrawn_by_a_busy_worker() -> None:
-    """Someone parks a busy worker behind the executor's back: the worker
-    finishes its task, refuses the request (the waiting park() returns
-    unparked; the task's future gets the RuntimeError, as the worker cannot
-    tell who asked) and keeps serving its CPU."""
+def test_parking_or_stopping_a_worker_from_another_thread_is_refused_at_once() -> None:
+    """Busy or idle, from the main thread or a sibling task: park() and
+    stop() of an executor's worker raise RuntimeError before they ask
+    anything of it, and the worker keeps serving its CPU."""
     cpu = CPUS[-1]
     gate, started = threading.Event(), threading.Event()
 
@@ -148,19 +155,48 @@ def test_a_park_request_from_outside_the_pool_is_withdrawn_by_a_busy_worker() ->
 
     with PerCPUExecutor(cpus=CPUS) as ex:
         k = ex.threads.thread(cpu)
+        for act in (k.park, k.stop, lambda: kthread_park(k)):
+            with pytest.raises(RuntimeError, match="owns its threads' parking and stopping"):
+                act()  # idle worker (parked in place, nobody to notice later)
         f = ex.submit_on(cpu, busy)
         assert started.wait(10)
-        parker = threading.Thread(target=k.park)
-        parker.start()
-        wait_for(lambda: k.should_park, msg="park requested")
+        for act in (k.park, k.stop):
+            with pytest.raises(RuntimeError, match=r"use the executor's offline\(\)"):
+                act()  # busy worker
+        assert not k.should_park and not k.should_stop
         gate.set()
-        parker.join(10)
-        assert not parker.is_alive() and not k.is_parked and not k.should_park
-        with pytest.raises(RuntimeError, match="owns its threads' parking"):
-            f.result(10)
+        assert f.result(10) == 1
+        sibling = ex.submit_on(CPUS[0], lambda: k.stop())  # a task stopping another worker
+        with pytest.raises(RuntimeError, match="owns its threads' parking and stopping"):
+            sibling.result(10)
         assert ex.submit_on(cpu, pow, 2, 3).result(10) == 8
-        assert cpu in ex.online_cpus
+        assert cpu in ex.online_cpus and k.is_alive()
     assert not any(t.is_alive() for t in ex._threads)
+
+
+@pytest.mark.timeout(60)
+def test_a_pools_threads_are_parked_and_stopped_by_the_pool_only() -> None:
+    """PerCPUThreads owns its threads' parking and stopping; a selfparking
+    pool leaves the parking to its user but still owns the stopping."""
+    cpu = CPUS[-1]
+    with PerCPUThreads(lambda c: None, lambda c: False) as pool:
+        k = pool.thread(cpu)
+        for act in (k.park, k.stop):
+            with pytest.raises(RuntimeError, match=r"use the pool's offline\(\)/online\(\)/close\(\)"):
+                act()
+        assert not k.should_park and cpu in pool.online_cpus
+        pool.offline(cpu)
+        assert k.is_parked
+        pool.online(cpu)
+    assert not k.is_alive()
+    with PerCPUThreads(lambda c: None, lambda c: False, selfparking=True) as pool:
+        k = pool.thread(cpu)
+        k.unpark()
+        k.park()  # the owner of a selfparking pool's parking is its user
+        assert k.is_parked
+        with pytest.raises(RuntimeError, match="owns its threads' parking and stopping"):
+            k.stop()
+    assert not k.is_alive()
 
 
 @pytest.mark.timeout(60)

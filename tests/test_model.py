@@ -587,10 +587,14 @@ class KParkMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         """Stop every thread, bounded in time even if the core is broken: ask
         all to stop at once (stop(0)), then wait for them together."""
-        ks = [w.k for w in self.workers] + [self.pool.pool.thread(c) for c in CPUS]
+        own = [w.k for w in self.workers]
+        pooled = [self.pool.pool.thread(c) for c in CPUS]
+        ks = own + pooled
         for k in ks:
             try:
-                k.stop(0)
+                # The pool's threads refuse stop() from anyone but their pool;
+                # its own stop path, bounded here, stands in for close().
+                (k.stop if k in own else k._owner_stop)(0)
             except BaseException:  # noqa: BLE001 - TimeoutError, or threadfn's exception
                 pass
             # A no-op after stop(); it frees a parked thread if a broken

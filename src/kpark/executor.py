@@ -114,6 +114,8 @@ class _Workers(PerCPUThreads):
     _park_idle_in_place = True
     _user_owned = False  # the executor's threads may hold it; they hold no executor
     _closed_message = "the executor has been shut down"
+    _owner_name = "their PerCPUExecutor"
+    _owner_hint = "the executor's offline()/online()/shutdown()"
     _forked_message = ("the executor's workers did not survive fork(); "
                        "create a new executor in this process")
 

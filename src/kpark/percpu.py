@@ -363,6 +363,8 @@ class PerCPUThreads:
             raise
         self._threads = frozenset(made)
         self._all_threads: Tuple[KThread, ...] = tuple(made)  # by thread index
+        for k in made:  # from now on only the pool parks and stops them
+            k._adopt(self._owner_name, self._owner_hint, parks=not self._selfparking)
         # Hotplug's hot path: each CPU's (thread, slot) pairs (no `data`
         # property call per thread and cycle).
         self._hotplug_threads = {cpu: tuple([(k, k.data) for k in ks])
@@ -470,7 +472,7 @@ class PerCPUThreads:
         if k is not None:
             with _INTENT_LOCK:
                 slot.parking = True  # the pool's own park: not refused
-                k.park()  # from itself: only sets should_park
+                k._owner_park()  # from itself: only sets should_park
         if was_online:
             # The hooks' one call without _lock: we may not wait for it here.
             self._going_offline([cpu])
@@ -671,6 +673,10 @@ class PerCPUThreads:
     #: The RuntimeError's message once closed (subclasses say what they are).
     _closed_message = "the per-CPU pool is closed"
 
+    #: Who the threads' park()/stop() refusal names, and what to use instead.
+    _owner_name = "their PerCPUThreads pool"
+    _owner_hint = "the pool's offline()/online()/close()"
+
     #: CPUs offline() took out of online_cpus whose threads it has not seen
     #: parked yet (an interrupted offline() leaves them; frozen, replaced
     #: under _state_lock).
@@ -739,11 +745,11 @@ class PerCPUThreads:
             for cpu in todo:
                 if kthreads is not None:
                     for k, _ in kthreads[cpu]:
-                        k.park()
+                        k._owner_park()
                         # park() also returns when an unpark() withdrew the
                         # request: not the pool's wish, so ask again.
                         while not k.is_parked:
-                            k.park()
+                            k._owner_park()
                 parked.append(cpu)
         finally:
             # Whatever stopped us, the CPUs not parked yet stay in _parking.
@@ -843,7 +849,7 @@ class PerCPUThreads:
         while self._stopped < len(order):
             k = order[self._stopped]
             try:
-                k.stop()
+                k._owner_stop()
             except BaseException as exc:
                 if k.is_alive():
                     raise  # our wait was interrupted: the caller's, not the thread's

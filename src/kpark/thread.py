@@ -117,6 +117,29 @@ class KThread(threading.Thread):
     EXIT_TIMEOUT seconds.
     """
 
+    #: Who parks and stops this thread, if not its creator's code: set once,
+    #: by a per-CPU pool for its own threads (_adopt).  park()/stop() by
+    #: anyone else are refused; the owner calls _owner_park()/_owner_stop().
+    _owner: Optional[str] = None
+    _owner_hint = ""
+    _owner_parks = True  # False: a selfparking pool leaves parking to its user
+
+    def _adopt(self, owner: str, hint: str, parks: bool) -> None:
+        """Make `owner` the thread's owner (`owner`, `hint`: for the refusal).
+
+        Called once, by the owner (kpark.percpu), before anyone else holds
+        the thread.  From then on park() (if `parks`) and stop() raise
+        RuntimeError: the owner's own bookkeeping would no longer match what
+        the thread does, and a pinned task could wait forever for it.
+        """
+        self._owner_parks = parks
+        self._owner_hint = hint
+        self._owner = owner
+
+    def _refusal(self, what: str) -> str:
+        return (f"cannot {what} {self.name!r}: {self._owner} owns its threads' "
+                f"parking and stopping; use {self._owner_hint}")
+
     def __init__(self, threadfn: Optional[Callable[[Any], Any]] = None, data: Any = None, *,
                  name: Optional[str] = None) -> None:
         own_run = type(self).run is not KThread.run
@@ -266,8 +289,16 @@ class KThread(threading.Thread):
         the request first.  Raises ThreadExitedError if the thread has exited
         or exits instead of parking; TimeoutError if it is not parked within
         `timeout` seconds (the request stays pending); ValueError for a
-        negative or NaN `timeout`.
+        negative or NaN `timeout`; RuntimeError for a thread whose owner
+        parks it (a PerCPUThreads pool's or PerCPUExecutor's: their
+        offline()/online() do), before anything is asked of it.
         """
+        if self._owner is not None and self._owner_parks:
+            raise RuntimeError(self._refusal("park"))
+        self._core.park(timeout)
+
+    def _owner_park(self, timeout: Optional[float] = None) -> None:
+        """park() for the thread's owner (kpark.percpu): never refused."""
         self._core.park(timeout)
 
     def unpark(self) -> None:
@@ -299,9 +330,16 @@ class KThread(threading.Thread):
         Return: threadfn's return value; None if threadfn never ran.  Raises
         the exception threadfn raised (with its traceback); TimeoutError if
         the thread has not exited within `timeout` seconds (the stop request
-        stays); RuntimeError when called by the thread itself; ValueError for
-        a negative or NaN `timeout`.
+        stays); RuntimeError when called by the thread itself, or for a
+        thread whose owner stops it (a pool's: its close() does); ValueError
+        for a negative or NaN `timeout`.
         """
+        if self._owner is not None:
+            raise RuntimeError(self._refusal("stop"))
+        return self._owner_stop(timeout)
+
+    def _owner_stop(self, timeout: Optional[float] = None) -> Any:
+        """stop() for the thread's owner (kpark.percpu): never refused."""
         self._core.stop(timeout)
         threading.Thread.join(self)  # past threadfn already: returns at once
         exc = self._core.exc
