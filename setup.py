@@ -21,8 +21,8 @@ from setuptools.command.build_ext import build_ext
 #: (module name, .pyx path) of every extension.  Each is compiled with its own
 #: directory and src/kpark on the include path (for the kp_*.h shims).
 EXTENSIONS = [
-    # One module from _flags.pyx, _completion.pyx and _kcore.pyx (included by
-    # _native.pyx), so kp_spin.h's statics exist once.
+    # One module from _flags.pyx, _completion.pyx, _kcore.pyx and _futurecore.pyx
+    # (included by _native.pyx), so kp_spin.h's statics exist once.
     ("kpark._native", "src/kpark/_native.pyx"),
     # The benchmarks' C reference (the "C limit"), not part of the core.
     ("kpark.bench._limit", "src/kpark/bench/_limit.pyx"),

@@ -505,6 +505,94 @@ def test_executor_and_futures_shared_by_all_threads() -> None:
     assert ex.online_cpus == frozenset()
 
 
+@pytest.mark.timeout(TIMEOUT)
+def test_futures_observed_while_they_finish() -> None:
+    """The executor's futures finished, cancelled, waited on and observed
+    (add_done_callback, wait(), as_completed()) by every thread at once:
+    exactly one finisher wins each future, an observer that arrives while it
+    finishes is told exactly once (as_completed() yields each future once,
+    none is left unreported), every done-callback runs exactly once, and
+    result() is the winner's."""
+    from concurrent import futures as cf
+    from kpark._futures import _Future
+
+    finishers = 2   # storm threads 0 and 1 finish every future before they return
+
+    for r in rounds():
+        fs = [_Future() for _ in range(40)]
+        index = {id(f): k for k, f in enumerate(fs)}
+        won: Dict[int, Any] = {}         # future index -> what the winner did
+        won_lock = threading.Lock()
+        called: List[tuple] = []
+        expected_calls: List[tuple] = []
+
+        def finish(k: int, value: Any) -> None:
+            try:
+                fs[k].set_result(value)
+            except cf.InvalidStateError:
+                return
+            with won_lock:
+                assert k not in won, f"seed={SEED}: future {k} finished twice"
+                won[k] = value
+
+        def cancel(k: int) -> None:
+            if fs[k].cancel():
+                with won_lock:
+                    assert won.get(k, "c") == "c", f"seed={SEED}: cancelled a done future"
+                    won[k] = "c"
+                # As the worker that dequeues it would: wait() and
+                # as_completed() report a cancel once it is notified.
+                try:
+                    assert not fs[k].set_running_or_notify_cancel()
+                except RuntimeError:
+                    pass  # another thread notified it first
+
+        def body(i: int) -> None:
+            rng = rng_for(r, i)
+            for j in range(30):
+                k = rng.randrange(len(fs))
+                op = rng.random()
+                if op < 0.2:
+                    finish(k, ("r", i, j))
+                elif op < 0.3:
+                    try:   # RUNNING now, or a cancel notified: set_result() may still win
+                        fs[k].set_running_or_notify_cancel()
+                    except RuntimeError:
+                        pass  # running or finished already: the stdlib raises too
+                elif op < 0.4:
+                    cancel(k)
+                elif op < 0.6 or i < finishers:
+                    token = (i, j)
+                    expected_calls.append(token)
+                    fs[k].add_done_callback(lambda fut, token=token: called.append(token))
+                elif op < 0.8:
+                    # Every future ends (the finishers see to it): a wait()
+                    # that times out lost a notification.
+                    group = [fs[x] for x in rng.sample(range(len(fs)), 6)]
+                    done, not_done = cf.wait(group, timeout=DEADLINE)
+                    assert not not_done, f"seed={SEED}: wait() missed a finished future"
+                else:
+                    group = [fs[x] for x in rng.sample(range(len(fs)), 4)]
+                    seen = [index[id(d)] for d in cf.as_completed(group, timeout=DEADLINE)]
+                    assert sorted(seen) == sorted(index[id(g)] for g in group), (
+                        f"seed={SEED}: as_completed() yielded {seen}")
+            if i < finishers:
+                for k in rng.sample(range(len(fs)), len(fs)):
+                    if rng.random() < 0.5:
+                        cancel(k)
+                    finish(k, ("end", i, k))
+
+        storm(body)
+        for k, f in enumerate(fs):
+            assert f.done(), f"seed={SEED}: future {k} left pending"
+            if won[k] == "c":
+                assert f.cancelled(), f"seed={SEED}: future {k} not cancelled"
+            else:
+                assert f.result(0) == won[k], f"seed={SEED}: future {k} has another's result"
+        assert Counter(called) == Counter(expected_calls), (
+            f"seed={SEED} round={r}: a done-callback ran twice or not at all")
+
+
 def test_free_threaded_build_keeps_the_gil_off() -> None:
     """On a free-threaded build, importing kpark did not turn the GIL on."""
     import sysconfig

@@ -75,6 +75,10 @@ cdef class Completion:
 
     def complete_all(self):
         """Release every waiter, now and later, until reinit()."""
+        self._complete_all()
+
+    cdef void _complete_all(self) noexcept:
+        # complete_all() for the other .pyx files of kpark._native (no Python call).
         kp_store32(&self.completer_cpu, kp_this_cpu(), KP_RELAXED)  # hint only
         # SEQ_CST for the same pairing as complete().
         kp_store32(&self.count, DONE_ALL, KP_SEQ_CST)
@@ -100,6 +104,10 @@ cdef class Completion:
         (a float; None waits forever) have passed.  Interruptible by signals
         (KeyboardInterrupt) in the main thread.
         """
+        return self._wait(timeout)
+
+    cdef bint _wait(self, object timeout) except -1:
+        # wait() for the other .pyx files of kpark._native (no Python call).
         cdef timespec deadline
         cdef bint timed
         if timeout is not None:

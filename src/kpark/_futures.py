@@ -1,14 +1,12 @@
 """kpark._futures: PerCPUExecutor's Future and the helpers of its map().
 
 _Future is a concurrent.futures.Future that is cheap to make and quick to
-wait on (no Condition until someone asks for one; result() blocks on a
-kpark.Completion).  The map helpers turn submitted futures into map()'s
+wait on (its state machine is compiled: kpark._futurecore; no lock until
+someone observes it; result() blocks on a kpark.Completion).  The map helpers turn submitted futures into map()'s
 result iterator, for one task per item (the stdlib's way) or per chunk.
 """
 from __future__ import annotations
 
-import threading
-from _thread import RLock as _RLock  # threading.RLock is a Python-level factory
 from concurrent.futures import Future
 from concurrent.futures import _base
 from time import monotonic as _monotonic
@@ -16,237 +14,32 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from kpark._completion import Completion
 from kpark._flags import Flags
+from kpark._futurecore import FutureCore
 from kpark._kcore import should_park
 from kpark.percpu import _refuse_own_park
 
 __all__: List[str] = []
 
-_PENDING = _base.PENDING
-_RUNNING = _base.RUNNING
-_CANCELLED = _base.CANCELLED
-_CANCELLED_AND_NOTIFIED = _base.CANCELLED_AND_NOTIFIED
-_FINISHED = _base.FINISHED
-_CANCELLED_STATES = (_CANCELLED, _CANCELLED_AND_NOTIFIED)
-_DONE_STATES = (_CANCELLED, _CANCELLED_AND_NOTIFIED, _FINISHED)
+_DONE_STATES = (_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED, _base.FINISHED)
 _LOGGER = _base.LOGGER
 
 
-class _Future(Future):  # type: ignore[type-arg]
+class _Future(FutureCore, Future):  # type: ignore[misc]
     """A concurrent.futures.Future that is cheap to make and quick to wait on.
 
-    The stdlib Future builds a threading.Condition (Python code around an
-    RLock) in its constructor and blocks result() on it; that constructor
-    alone costs more than the rest of a submit.  This one keeps the RLock,
-    creates the Condition only when somebody asks for `_condition`
-    (concurrent.futures.wait()/as_completed() and the base class's own
-    methods do), and blocks result()/exception() on a kpark.Completion,
-    released with complete_all() by whatever makes the future done.
-
-    Every state change happens under the RLock, which is also the lock of
-    `_condition`: wait()/as_completed() hold it while they inspect `_state`
-    and install their waiters, exactly as with the stdlib Future, so the
-    waiter protocol (`_waiters`, add_result/add_exception/add_cancelled) is
-    kept unchanged.
+    Its state machine is kpark._futurecore.FutureCore (compiled): the stdlib
+    Future builds a threading.Condition in its constructor, takes its lock
+    for every transition and blocks result() on it; this one takes no lock
+    until somebody observes it (a Condition, a waiter, a done callback:
+    concurrent.futures.wait()/as_completed(), asyncio.wrap_future()), and
+    then makes each transition under the lock as the stdlib does.
+    result()/exception() block on a kpark.Completion.  The stdlib's methods
+    that are not overridden (__repr__, __class_getitem__) work on it as on
+    any Future.
     """
 
-    # Slots for the base class's attributes too: no instance dict is made
-    # (the base class has none of its own, so one appears only if asked).
-    __slots__ = ("_lock", "_cond", "_done_event", "_state", "_result", "_exception",
-                 "_waiter_list", "_done_callbacks")
-
-    def __init__(self) -> None:  # no super().__init__(): it builds the Condition
-        self._lock = _RLock()
-        self._cond: Optional[threading.Condition] = None
-        self._done_event = Completion()
-        self._state = _PENDING
-        self._result: Any = None
-        self._exception: Optional[BaseException] = None
-        # Both made on first use: most futures never get a waiter or callback.
-        self._waiter_list: Optional[List[Any]] = None
-        self._done_callbacks: Any = ()  # the base's _invoke_callbacks iterates it
-
-    @property
-    def _waiters(self) -> List[Any]:  # type: ignore[override]
-        # The base class's wait()/as_completed() append and remove waiters
-        # holding `_condition`, i.e. our lock, as do we when we read them.
-        w = self._waiter_list
-        if w is None:
-            w = self._waiter_list = []
-        return w
-
-    def _run(self, ctx: Any, fn: Callable[..., Any], args: Tuple[Any, ...],
-             kwargs: Dict[str, Any]) -> None:
-        """A worker's whole use of the future: ctx.run(fn, ...) unless cancelled.
-
-        set_running_or_notify_cancel(), the call, then set_result() or
-        set_exception(), folded into one method for the executor's hot path.
-        RuntimeError (logged, as the stdlib) if the future was not pending.
-        A task that leaves its worker with a park request the pool did not
-        make fails with RuntimeError (the request is withdrawn).
-        """
-        lock = self._lock
-        lock.acquire()
-        if self._state != _PENDING:
-            lock.release()
-            if not self.set_running_or_notify_cancel():  # cancelled: notify
-                return
-            raise AssertionError("unreachable")  # pragma: no cover  (it raised)
-        self._state = _RUNNING
-        lock.release()
-        try:
-            result = ctx.run(fn, *args, **kwargs)
-            if should_park():  # the pool's offline(), or the task parked us
-                _refuse_own_park()
-        except BaseException as exc:
-            self.set_exception(exc)
-            del exc  # no frame cycle through the traceback
-            return
-        with lock:
-            self._result = result
-            self._state = _FINISHED
-            if self._waiter_list:
-                for waiter in self._waiter_list:
-                    waiter.add_result(self)
-            if self._cond is not None:
-                self._cond.notify_all()
-        self._done_event.complete_all()
-        if self._done_callbacks:
-            self._invoke_callbacks()  # type: ignore[attr-defined]  # the stdlib's
-
-    @property
-    def _condition(self) -> threading.Condition:  # type: ignore[override]
-        cond = self._cond
-        if cond is None:
-            with self._lock:
-                cond = self._cond
-                if cond is None:
-                    cond = self._cond = threading.Condition(self._lock)
-        return cond
-
-    def _finish(self) -> None:
-        # Under the lock: notify threads blocked in the base class's waits.
-        if self._cond is not None:
-            self._cond.notify_all()
-
-    def cancel(self) -> bool:
-        with self._lock:
-            if self._state in (_RUNNING, _FINISHED):
-                return False
-            if self._state in _CANCELLED_STATES:
-                return True
-            self._state = _CANCELLED
-            self._finish()
-        self._done_event.complete_all()
-        self._invoke_callbacks()  # type: ignore[attr-defined]  # the stdlib's
-        return True
-
-    def cancelled(self) -> bool:
-        return self._state in _CANCELLED_STATES
-
-    def running(self) -> bool:
-        return self._state == _RUNNING
-
-    def done(self) -> bool:
-        return self._state in _DONE_STATES
-
-    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
-        with self._lock:
-            if self._state not in _DONE_STATES:
-                if self._done_callbacks:
-                    self._done_callbacks.append(fn)
-                else:
-                    self._done_callbacks = [fn]
-                return
-        try:
-            fn(self)
-        except Exception:
-            _LOGGER.exception("exception calling callback for %r", self)
-
-    def _wait(self, timeout: Optional[float]) -> str:
-        """Block until done or `timeout` seconds passed; return the state.
-
-        No lock: whatever makes the future done writes the state (and the
-        result) first and then calls complete_all(), a SEQ_CST store; the
-        wait()/done() that sees it is an ACQUIRE load, so what was written
-        before it is visible here, with or without a GIL.
-        """
-        if timeout is not None and not timeout > 0:
-            timeout = 0.0  # as threading.Condition.wait: negative or NaN, no wait
-        done = self._done_event
-        # A completion at the deadline still counts, as in the stdlib's
-        # re-check after its Condition wait times out.
-        if done.wait(timeout) or done.done():
-            return self._state
-        return _PENDING  # not done: the callers raise TimeoutError
-
-    def result(self, timeout: Optional[float] = None) -> Any:
-        try:
-            # _wait() inlined: result() is half of every submit round trip.
-            if timeout is not None and not timeout > 0:
-                timeout = 0.0
-            done = self._done_event
-            state = self._state if done.wait(timeout) or done.done() else _PENDING
-            if state == _FINISHED:
-                exc = self._exception  # visible: see _wait()
-                if not exc:  # as the stdlib: a falsy exception counts as none
-                    return self._result
-                try:
-                    raise exc
-                finally:
-                    exc = None  # no reference cycle through the traceback
-            if state in _CANCELLED_STATES:
-                raise _base.CancelledError()
-            raise _base.TimeoutError()
-        finally:
-            self = None  # type: ignore[assignment]  # as the stdlib: break cycles
-
-    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
-        state = self._wait(timeout)
-        if state == _FINISHED:
-            return self._exception  # visible: see _wait()
-        if state in _CANCELLED_STATES:
-            raise _base.CancelledError()
-        raise _base.TimeoutError()
-
-    def set_running_or_notify_cancel(self) -> bool:
-        with self._lock:
-            state = self._state
-            if state == _PENDING:
-                self._state = _RUNNING
-                return True
-            if state == _CANCELLED:
-                self._state = _CANCELLED_AND_NOTIFIED
-                for waiter in self._waiter_list or ():
-                    waiter.add_cancelled(self)
-                return False
-            _LOGGER.critical("Future %s in unexpected state: %s", id(self), state)
-            raise RuntimeError("Future in unexpected state")
-
-    def set_result(self, result: Any) -> None:
-        with self._lock:
-            if self._state in _DONE_STATES:
-                raise _base.InvalidStateError(f"{self._state}: {self!r}")
-            self._result = result
-            self._state = _FINISHED
-            for waiter in self._waiter_list or ():
-                waiter.add_result(self)
-            self._finish()
-        self._done_event.complete_all()
-        if self._done_callbacks:
-            self._invoke_callbacks()  # type: ignore[attr-defined]  # the stdlib's
-
-    def set_exception(self, exception: Optional[BaseException]) -> None:
-        with self._lock:
-            if self._state in _DONE_STATES:
-                raise _base.InvalidStateError(f"{self._state}: {self!r}")
-            self._exception = exception
-            self._state = _FINISHED
-            for waiter in self._waiter_list or ():
-                waiter.add_exception(self)
-            self._finish()
-        self._done_event.complete_all()
-        if self._done_callbacks:
-            self._invoke_callbacks()  # type: ignore[attr-defined]  # the stdlib's
+    def _parked_after_task(self) -> None:
+        _refuse_own_park()  # a park request the pool did not make fails the task
 
 
 class _MapTask:

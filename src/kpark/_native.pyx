@@ -1,11 +1,13 @@
 # cython: language_level=3, freethreading_compatible=True
 """kpark's compiled core as one extension module.
 
-kpark._flags (Flags), kpark._completion (Completion) and kpark._kcore (the
-KThread state machine) are one .pyx each, compiled together here so that
-the C they share - kp_spin.h's spin budgets, GIL-release epoch and main
-thread record, kp_wait.h's wait backend - exists once, and is set up once,
-below.  The three public modules re-export their names from this one.
+kpark._flags (Flags), kpark._completion (Completion), kpark._kcore (the
+KThread state machine) and kpark._futurecore (the executor's future) are one
+.pyx each, compiled together here so that the C they share - kp_spin.h's
+spin budgets, GIL-release epoch and main thread record, kp_wait.h's wait
+backend - exists once, and is set up once, below; the future calls the
+completion and reads the KThread word without a Python call.  The four
+modules of those names re-export theirs from this one.
 """
 from kpark.c_spin cimport (KP_SPIN_NS_DEFAULT, KP_GIL_SPIN_NS_DEFAULT,
                            kp_main_thread_ident, kp_spin_ns, kp_gil_spin_ns)
@@ -14,6 +16,7 @@ from kpark.c_wait cimport kp_wait_init
 include "_flags.pyx"
 include "_completion.pyx"
 include "_kcore.pyx"
+include "_futurecore.pyx"
 
 import os as _os
 import threading as _threading
