@@ -45,7 +45,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterato
 from kpark._futures import (_LOGGER, _Future, _map_results, _map_task_results, _MapTask,
                             _run_chunk)
 from kpark import _janitor
-from kpark._kcore import should_park, should_stop, this_cpu
+from kpark._kcore import current, idle, should_park, should_stop, this_cpu
 from kpark.percpu import CPUs, PerCPUThreads, _normalize_cpus, _spread, _thread_handle
 from kpark.thread import KThread
 
@@ -556,11 +556,18 @@ class PerCPUExecutor(ThreadPoolExecutor):
         return False
 
     def _thread_fn(self, w: _Worker, cpu: int) -> None:
+        """The worker's tasks and its idle sleeps between them.
+
+        Entered from the smpboot loop once _should_run found work; sleeps in
+        idle() itself (the loop's own sleep: offline() parks it there) and
+        goes back to the loop only for a park or stop request, so that one
+        task costs one pass of this loop, not two of the smpboot loop.
+        """
         w.idle = False
         q = w.q
         pinned = q.pinned
         shared = q.shared
-        ran = False
+        steal = True  # not right after a task: first our queues, then sleep
         while True:
             item: Optional[_Item] = None
             if pinned:
@@ -573,16 +580,21 @@ class PerCPUExecutor(ThreadPoolExecutor):
                     item = shared.popleft()
                 except IndexError:
                     pass
-            if item is None:
-                if ran:
-                    # Our queues are empty: back to the loop, whose
-                    # _should_run looks for work to steal, and so to sleep
-                    # (giving up the GIL the submitter waits for) sooner.
-                    return
+            if item is None and steal:
                 item = self._steal(q)
-                if item is None:
-                    return
-            ran = True
+            if item is None:
+                # As the smpboot loop: list ourselves idle, look again, sleep.
+                while not self._should_run(w, cpu):
+                    try:
+                        idle()
+                    except OSError as exc:  # re-pinning after a park failed
+                        self._pool._repin_failed(current().data, exc)
+                        return
+                    if should_park() or should_stop():
+                        return
+                steal = True
+                continue
+            steal = False
             f, ctx, fn, args, kwargs = item
             del item
             try:
