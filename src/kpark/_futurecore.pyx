@@ -36,7 +36,8 @@ once when it becomes done, one installed on a done future never.  So:
   waits for the lock the observer holds while it reads and installs.
 
 So a future nobody observes (every submit(fn).result()) takes no lock in its
-whole life; one that is observed behaves exactly as the stdlib's.
+whole life, and has none (`_lock` is made on first use); one that is
+observed behaves exactly as the stdlib's.
 
 `_done_event` (a Completion) is released with complete_all() after every
 transition to a done state: result()/exception() wait on it without a lock,
@@ -86,7 +87,7 @@ cdef class FutureCore:
     Any thread may call any method; `_run` is the executor worker's.
     """
     cdef uint32_t word
-    cdef readonly object _lock          # the RLock `_condition` is built on
+    cdef object _rlock                  # `_lock`, made on first use
     cdef readonly object _result
     cdef readonly object _exception
     cdef Completion _done_event
@@ -95,13 +96,21 @@ cdef class FutureCore:
     cdef list _callbacks                # under _lock; None once invoked
 
     def __cinit__(self):
-        self._lock = _fc_RLock()
         self._done_event = Completion.__new__(Completion)
 
     def __init__(self):
         pass  # not concurrent.futures.Future.__init__: no Condition up front
 
     # -- observers (the slow path) -------------------------------------------
+
+    @property
+    def _lock(self):
+        """The RLock of every transition once observed (made on first use)."""
+        # A critical section (no-op with a GIL): two first users make one lock.
+        with cython.critical_section(self):
+            if self._rlock is None:
+                self._rlock = _fc_RLock()
+            return self._rlock
 
     cdef inline void _observe(self) noexcept:
         # SEQ_CST: ordered against every transition's CAS (module doc).
@@ -111,9 +120,10 @@ cdef class FutureCore:
     def _condition(self):
         """The Condition on `_lock` that wait()/as_completed() hold (made once)."""
         self._observe()
-        with self._lock:
+        lock = self._lock
+        with lock:
             if self._cond is None:
-                self._cond = _fc_Condition(self._lock)
+                self._cond = _fc_Condition(lock)
             return self._cond
 
     @property

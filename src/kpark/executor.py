@@ -248,6 +248,7 @@ class PerCPUExecutor(ThreadPoolExecutor):
         # max_workers below the CPU count: the later CPUs get no worker.
         self._all = tuple(q for q in self._all if q.workers)
         self._queues = {q.cpu: q for q in self._all}
+        self._shared: Tuple[Deque[_Item], ...] = tuple(q.shared for q in self._all)
         self._route()
         self._idle: Deque[_Worker] = deque()
         self._orphans: Deque[_Item] = deque()  # unpinned work while no CPU is online
@@ -285,8 +286,19 @@ class PerCPUExecutor(ThreadPoolExecutor):
             self._refuse()
         f = _Future()
         item: _Item = (f, copy_context(), fn, args, kwargs)
-        # The most recently idle worker, if any (inline: the hot path).
-        w = self._pop_idle() if self._idle else None
+        # The most recently idle worker, if any (_pop_idle's first try
+        # inline: the hot path).
+        w = None
+        idle = self._idle
+        if idle:
+            try:
+                w = idle.pop()
+            except IndexError:  # another submitter took the last one
+                pass
+            else:
+                w.listed = False
+                if not (w.idle and w.q.online):
+                    w = self._pop_idle()
         if w is not None:
             if w.q.cpu == this_cpu():
                 w = self._not_on_our_cpu(w)
@@ -550,8 +562,8 @@ class PerCPUExecutor(ThreadPoolExecutor):
     def _stealable(self) -> bool:
         """Whether any CPU has unpinned work (a worker's own queues are
         checked inline before: the hot path)."""
-        for v in self._all:
-            if v.shared:
+        for shared in self._shared:
+            if shared:
                 return True
         return False
 
@@ -584,7 +596,7 @@ class PerCPUExecutor(ThreadPoolExecutor):
                 item = self._steal(q)
             if item is None:
                 # As the smpboot loop: list ourselves idle, look again, sleep.
-                while not self._should_run(w, cpu):
+                if not self._should_run(w, cpu):
                     try:
                         idle()
                     except OSError as exc:  # re-pinning after a park failed
@@ -592,6 +604,9 @@ class PerCPUExecutor(ThreadPoolExecutor):
                         return
                     if should_park() or should_stop():
                         return
+                    # Woken: busy while we look; nothing found, and the
+                    # next _should_run marks us idle before it looks again.
+                    w.idle = False
                 steal = True
                 continue
             steal = False
