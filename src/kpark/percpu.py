@@ -593,11 +593,13 @@ class PerCPUThreads:
             if cpus in slots:
                 return [cpus]
         elif type(cpus) is list or type(cpus) is tuple:
+            prev = -1
             for c in cpus:
-                if type(c) is not int or c not in slots:
+                if type(c) is not int or c not in slots or c <= prev:
                     break
-            else:
-                return sorted(set(cpus))
+                prev = c
+            else:  # already ascending and unique: a copy, no sort
+                return list(cpus)
         return sorted({self._known(c) for c in _as_list(cpus)})
 
     def _is_own_thread(self) -> bool:
@@ -702,7 +704,8 @@ class PerCPUThreads:
         kthreads = None if self._selfparking else self._hotplug_threads
         online = self._online
         if up:
-            todo = [cpu for cpu in targets if cpu not in online]
+            todo = (targets if online.isdisjoint(targets)
+                    else [cpu for cpu in targets if cpu not in online])
             if not todo:
                 return
             with self._state_lock:  # unpark() never blocks
@@ -721,7 +724,8 @@ class PerCPUThreads:
                 self._parking = self._parking.difference(todo)
             self._came_online(todo)
             return
-        todo = [cpu for cpu in reversed(targets) if cpu in online]
+        todo = (targets[::-1] if online.issuperset(targets)
+                else [cpu for cpu in reversed(targets) if cpu in online])
         if todo and not force:
             reason = self._veto_offline(todo, online.difference(todo))
             if reason is not None:
@@ -745,11 +749,13 @@ class PerCPUThreads:
             for cpu in todo:
                 if kthreads is not None:
                     for k, _ in kthreads[cpu]:
-                        k._owner_park()
+                        # The core's park(): the owner's, never refused.
+                        core = k._core
+                        core.park()
                         # park() also returns when an unpark() withdrew the
                         # request: not the pool's wish, so ask again.
-                        while not k.is_parked:
-                            k._owner_park()
+                        while not core.is_parked:
+                            core.park()
                 parked.append(cpu)
         finally:
             # Whatever stopped us, the CPUs not parked yet stay in _parking.
