@@ -18,12 +18,18 @@ from pathlib import Path
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-#: (module name, .pyx path) of every extension.  Each is compiled with its own
+#: (module name, source path) of every extension.  Each is compiled with its own
 #: directory and src/kpark on the include path (for the kp_*.h shims).
 EXTENSIONS = [
     # One module from _flags.pyx, _completion.pyx, _kcore.pyx and _futurecore.pyx
     # (included by _native.pyx), so kp_spin.h's statics exist once.
     ("kpark._native", "src/kpark/_native.pyx"),
+    # The per-CPU pool's and the executor's Python, compiled as it is (the
+    # .py stays the source and the fallback): hotplug and submit are mostly
+    # this code, and a free-threaded CPython has no specialising interpreter
+    # for it (docs/performance.md, "Instruction counts").
+    ("kpark.percpu", "src/kpark/percpu.py"),
+    ("kpark.executor", "src/kpark/executor.py"),
     # The benchmarks' C reference (the "C limit"), not part of the core.
     ("kpark.bench._limit", "src/kpark/bench/_limit.pyx"),
 ]
@@ -43,7 +49,7 @@ ldflags = ([] if debug else ["-s"]) + user_ldflags
 
 
 class cythonize_build_ext(build_ext):
-    """build_ext that turns each extension's .pyx into C just before compiling it.
+    """build_ext that turns each extension's .pyx (or .py) into C just before compiling it.
 
     Not earlier: sdist also asks build_ext for its source files, and must get
     the .pyx, not generated C.
@@ -52,8 +58,13 @@ class cythonize_build_ext(build_ext):
     def build_extension(self, ext):
         from Cython.Build import cythonize
 
+        directives = {"freethreading_compatible": True}
+        if ext.sources[0].endswith(".py"):
+            # Annotations there are for type checkers: never checks at run time.
+            directives["annotation_typing"] = False
         (c_ext,) = cythonize([ext], include_path=["src"], compile_time_env={},
-                             language_level=3, force=self.force)
+                             language_level=3, force=self.force,
+                             compiler_directives=directives)
         ext.sources = c_ext.sources
         super().build_extension(ext)
 
