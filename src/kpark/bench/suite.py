@@ -212,7 +212,7 @@ SPECS: Tuple[Spec, ...] = (
          budget=(0.6, 3.0),
          note="all CPUs offline, online, one task round trip"),
     Spec("4", "submit_latency", "submit latency", "µs", _submit,
-         targets=(Target("speedup", 2, T.ThreadPoolSubmit.label),),
+         targets=(Target("speedup", 12, T.ThreadPoolSubmit.label),),
          note="submit(fn).result(), trivial fn"),
     Spec("5", "map_throughput", "map throughput", "tasks/s", _map,
          targets=(Target("speedup", 5, T.ThreadPoolMap.label),),
