@@ -2,8 +2,9 @@
 
 _Future is a concurrent.futures.Future that is cheap to make and quick to
 wait on (its state machine is compiled: kpark._futurecore; no lock until
-someone observes it; result() blocks on a kpark.Completion).  The map helpers turn submitted futures into map()'s
-result iterator, for one task per item (the stdlib's way) or per chunk.
+someone observes it; result() blocks on a kpark.Completion).  The map
+helpers turn submitted futures into map()'s result iterator, for one task
+per item (the stdlib's way) or per chunk.
 """
 from __future__ import annotations
 

@@ -286,19 +286,8 @@ class PerCPUExecutor(ThreadPoolExecutor):
             self._refuse()
         f = _Future()
         item: _Item = (f, copy_context(), fn, args, kwargs)
-        # The most recently idle worker, if any (_pop_idle's first try
-        # inline: the hot path).
-        w = None
-        idle = self._idle
-        if idle:
-            try:
-                w = idle.pop()
-            except IndexError:  # another submitter took the last one
-                pass
-            else:
-                w.listed = False
-                if not (w.idle and w.q.online):
-                    w = self._pop_idle()
+        # The most recently idle worker, if any.
+        w = self._pop_idle() if self._idle else None
         if w is not None:
             if w.q.cpu == this_cpu():
                 w = self._not_on_our_cpu(w)

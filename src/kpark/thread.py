@@ -119,7 +119,8 @@ class KThread(threading.Thread):
 
     #: Who parks and stops this thread, if not its creator's code: set once,
     #: by a per-CPU pool for its own threads (_adopt).  park()/stop() by
-    #: anyone else are refused; the owner calls _owner_park()/_owner_stop().
+    #: anyone else are refused; the owner calls _owner_park()/_owner_stop()
+    #: (its hotplug loop calls the core's park() itself: the same, one frame less).
     _owner: Optional[str] = None
     _owner_hint = ""
     _owner_parks = True  # False: a selfparking pool leaves parking to its user
