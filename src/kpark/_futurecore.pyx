@@ -236,17 +236,22 @@ cdef class FutureCore:
         the calling KThread has a park request once fn returns,
         `_parked_after_task()` (the subclass's) may raise to fail the task.
         """
+        self.run_task(ctx, fn, args, kwargs)
+
+    cdef int run_task(self, ctx, fn, args, kwargs) except -1:
+        # _run without a Python call (kpark._workqueue's worker loop).
         if not self._claim(F_PENDING, F_RUNNING):
             if not self.set_running_or_notify_cancel():
-                return
+                return 0
         try:
             result = ctx.run(fn, *args, **kwargs)
             if _fc_park_pending():
                 self._parked_after_task()
         except BaseException as exc:
             self._finish(None, exc, True)
-            return
+            return 0
         self._finish(result, None, True)
+        return 0
 
     def _parked_after_task(self):
         """Hook: the worker running this future's task has a park request."""

@@ -2,12 +2,14 @@
 """kpark's compiled core as one extension module.
 
 kpark._flags (Flags), kpark._completion (Completion), kpark._kcore (the
-KThread state machine) and kpark._futurecore (the executor's future) are one
-.pyx each, compiled together here so that the C they share - kp_spin.h's
-spin budgets, GIL-release epoch and main thread record, kp_wait.h's wait
+KThread state machine), kpark._futurecore (the executor's future) and
+kpark._workqueue (the executor's queues and worker loop) are one .pyx each,
+compiled together here so that the C they share - kp_spin.h's spin
+budgets, GIL-release epoch and main thread record, kp_wait.h's wait
 backend - exists once, and is set up once, below; the future calls the
-completion and reads the KThread word without a Python call.  The four
-modules of those names re-export theirs from this one.
+completion and reads the KThread word, and the worker loop sleeps on it and
+runs the future, without a Python call.  The five modules of those names
+re-export theirs from this one.
 """
 from kpark.c_spin cimport (KP_SPIN_NS_DEFAULT, KP_GIL_SPIN_NS_DEFAULT,
                            kp_main_thread_ident, kp_spin_ns, kp_gil_spin_ns)
@@ -17,6 +19,7 @@ include "_flags.pyx"
 include "_completion.pyx"
 include "_kcore.pyx"
 include "_futurecore.pyx"
+include "_workqueue.pyx"
 
 import os as _os
 import threading as _threading

@@ -20,4 +20,5 @@ cdef extern from "kp_atomic.h" nogil:
     uint32_t kp_fetch_and32(uint32_t *p, uint32_t v, int mo)
     bint kp_cas32(uint32_t *p, uint32_t *expected, uint32_t desired, int mo, int fail_mo)
 
+    void kp_fence()
     void kp_cpu_relax()

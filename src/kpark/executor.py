@@ -5,19 +5,22 @@ the pool owns hotplug (offline/online/follow_affinity, locking, errors) and
 calls this module's hooks.  What lives here is the executor's queues: each
 CPU has `pinned` (tasks from submit_on, which only that CPU's workers run)
 and `shared` (unpinned tasks, which an idle worker of any CPU may steal and
-which move to other CPUs when their CPU goes offline).  The hot path is
-lock-free: submit appends to a deque and calls KThread.wake(), which costs a
-system call only if the worker sleeps.
+which move to other CPUs when their CPU goes offline).  The hot path - where
+a task goes, which worker takes it, the worker loop and its idle sleeps -
+is compiled: kpark._workqueue.WorkQueues, one per executor, whose module
+doc says why nothing is lost without a lock.  This module keeps the API, the
+pool's hotplug hooks, drain and shutdown, which call it.
 
-Why nothing is lost without a lock on submit: every move of a task is a
-deque popleft() (atomic: each task is taken by exactly one thread), and
-every producer re-checks after appending.  submit re-checks that the CPU it
-appended to still takes work (else it moves that CPU's unpinned tasks on
-itself) and that the executor is not shutting down (else it cancels its own
-future, which fails only if a worker already took it).  Going offline marks
-a CPU's queue closed, then moves its unpinned tasks (before its workers are
-asked to park and again once they are parked), so any task appended in
-between is moved by one of them.
+In short: submit appends to a deque and calls KThread.wake(), which costs a
+system call only if the worker sleeps; every move of a task is a deque
+popleft() (each task is taken by exactly one thread), and every producer
+re-checks after appending: that the CPU it appended to still takes work
+(else it moves that CPU's unpinned tasks on itself) and that the executor
+is not shutting down (else it cancels its own future, which fails only if a
+worker already took it).  Going offline marks a CPU's queue closed, then
+moves its unpinned tasks (before its workers are asked to park and again
+once they are parked), so any task appended in between is moved by one of
+them.
 
 Lifetime, as ThreadPoolExecutor's: the workers (and the shutdown thread the
 janitor starts) hold `_handle`, an instance sharing the executor's __dict__
@@ -34,7 +37,6 @@ import os
 import threading
 from functools import partial
 import weakref
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.thread import BrokenThreadPool
 from contextvars import Context, copy_context
@@ -45,7 +47,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterato
 from kpark._futures import (_LOGGER, _Future, _map_results, _map_task_results, _MapTask,
                             _run_chunk)
 from kpark import _janitor
-from kpark._kcore import current, idle, should_park, should_stop, this_cpu
+from kpark._workqueue import Worker, WorkQueue, WorkQueues
 from kpark.percpu import CPUs, PerCPUThreads, _normalize_cpus, _spread, _thread_handle
 from kpark.thread import KThread
 
@@ -70,37 +72,6 @@ _DRAIN_RECHECK = 0.5
 
 _NO_KWARGS: Dict[str, Any] = {}  # map()'s items: ** makes a fresh dict anyway
 _counter = itertools.count()
-
-
-class _Queue:
-    """One CPU's queues and whether it takes unpinned work."""
-    __slots__ = ("cpu", "pinned", "shared", "online", "workers", "rr")
-
-    def __init__(self, cpu: int) -> None:
-        self.cpu = cpu
-        self.pinned: Deque[_Item] = deque()
-        self.shared: Deque[_Item] = deque()
-        self.online = True     # written only by the pool's hotplug hooks
-        self.workers: Tuple[_Worker, ...] = ()
-        self.rr = itertools.count()
-
-
-class _Worker:
-    """One worker thread's idle state."""
-    __slots__ = ("q", "thread", "wake", "idle", "listed")
-
-    def __init__(self, q: _Queue) -> None:
-        self.q = q
-        self.thread: Any = None  # the KThread, set once the pool exists
-        # Its KThread's wake(), the core's own method: one C call per
-        # submit instead of a Python frame around it.
-        self.wake: Callable[[], bool] = _not_started
-        self.idle = False        # the worker is (about to be) asleep
-        self.listed = False      # it is on the executor's idle list
-
-
-def _not_started() -> bool:
-    raise AssertionError("a worker is woken only once its pool exists")
 
 
 def _per_worker(cpu: int) -> None:
@@ -135,7 +106,7 @@ class _Workers(PerCPUThreads):
         # Each worker's callbacks know their worker: no lookup per call.
         ex = self._ex
         w = ex._workers[index]
-        return partial(ex._thread_fn, w), partial(ex._should_run, w)
+        return partial(ex._thread_fn, w), partial(ex._work.should_run, w)
 
     def _veto_offline(self, cpus: List[int], remaining: frozenset[int]) -> Optional[str]:
         return self._ex._veto_offline(cpus, remaining)
@@ -239,31 +210,23 @@ class PerCPUExecutor(ThreadPoolExecutor):
         self._broken: Any = False
         self._shutdown = False
         self._shutdown_lock = threading.Lock()  # the flags and the reaper
-        self._queues: Dict[int, _Queue] = {c: _Queue(c) for c in cpu_list}
-        self._all: Tuple[_Queue, ...] = tuple(self._queues[c] for c in cpu_list)
-        self._workers: Tuple[_Worker, ...] = tuple(
-            _Worker(self._queues[c]) for c in _spread(cpu_list, max_workers))
-        for q in self._all:
-            q.workers = tuple(w for w in self._workers if w.q is q)
-        # max_workers below the CPU count: the later CPUs get no worker.
-        self._all = tuple(q for q in self._all if q.workers)
-        self._queues = {q.cpu: q for q in self._all}
-        self._shared: Tuple[Deque[_Item], ...] = tuple(q.shared for q in self._all)
-        self._route()
-        self._idle: Deque[_Worker] = deque()
-        self._orphans: Deque[_Item] = deque()  # unpinned work while no CPU is online
-        self._rr = itertools.count()
         self._finished = False
         self._finish_lock = threading.Lock()
         self._drained = threading.Event()
+        # The queues, the idle list and the worker loop (kpark._workqueue).
+        # max_workers below the CPU count: the later CPUs get no worker.
+        self._work = WorkQueues(cpu_list, _spread(cpu_list, max_workers), self._drained)
+        self._all: Tuple[WorkQueue, ...] = self._work.queues
+        self._workers: Tuple[Worker, ...] = self._work.workers
+        self._queues: Dict[int, WorkQueue] = {q.cpu: q for q in self._all}
+        self._orphans: Deque[_Item] = self._work.orphans  # unpinned work while no CPU is online
+        self._rr = itertools.count()
         self._reaper: Optional[threading.Thread] = None
         # What the workers hold instead of self (module docstring, Lifetime).
         handle = self._handle = _thread_handle(self)
         self._pool = _Workers(handle, [q.cpu for q in self._all], max_workers,
                               self._thread_name_prefix)
-        for w, k in zip(self._workers, self._pool._all_threads):
-            w.thread = k
-            w.wake = k._core.wake
+        self._work.bind(self._pool._all_threads)
         self._threads = set(self._pool._all_threads)
         # Dropped without shutdown(): as a ThreadPoolExecutor, the queued
         # tasks run, then the workers exit.  Not at exit: _drain_at_exit.
@@ -282,34 +245,11 @@ class PerCPUExecutor(ThreadPoolExecutor):
         round robin over online workers.  RuntimeError after shutdown(),
         BrokenThreadPool once an initializer failed.
         """
-        if self._shutdown or self._broken:
-            self._refuse()
         f = _Future()
-        item: _Item = (f, copy_context(), fn, args, kwargs)
-        # The most recently idle worker, if any.
-        w = self._pop_idle() if self._idle else None
-        if w is not None:
-            if w.q.cpu == this_cpu():
-                w = self._not_on_our_cpu(w)
-            q = w.q
-            q.shared.append(item)
-            w.wake()
-            if not q.online:  # went offline meanwhile: move its work on
-                self._rescue(q)
-        else:
-            online = self._online_w
-            if not online:
-                self._orphan(item)
-            else:
-                w = online[next(self._rr) % len(online)]
-                q = w.q
-                q.shared.append(item)
-                w.wake()
-                if self._idle:
-                    self._wake_idle()
-                if not q.online:
-                    self._rescue(q)
-        if self._shutdown or self._broken:
+        state = self._work.submit(f, fn, args, kwargs)
+        if state:  # refused (1), or shut down while it was queued (2)
+            if state == 1:
+                self._refuse()
             self._late([f])
         return f
 
@@ -326,12 +266,11 @@ class PerCPUExecutor(ThreadPoolExecutor):
         if q is None:
             self._pool.thread(cpu)  # raises the ValueError/TypeError
             raise AssertionError("unreachable")  # pragma: no cover
-        if self._shutdown or self._broken:
-            self._refuse()
         f = _Future()
-        q.pinned.append((f, copy_context(), fn, args, kwargs))
-        self._wake_queue(q)
-        if self._shutdown or self._broken:
+        state = self._work.submit_on(q, f, fn, args, kwargs)
+        if state:  # as in submit()
+            if state == 1:
+                self._refuse()
             self._late([f])
         return f
 
@@ -375,16 +314,17 @@ class PerCPUExecutor(ThreadPoolExecutor):
                      calls: List[Tuple[Any, ...]]) -> List[Any]:
         """submit(fn, *args) for every args of `calls`, queued in one batch,
         with futures of type `kind` (_MapTask: only map()'s iterator sees them)."""
-        if self._shutdown or self._broken:
+        work = self._work
+        if work.closed():
             self._refuse()
         fs: List[Any] = []
-        queues = self._online_q
+        queues = work.online_queues()
         if not queues:  # no CPU online: each waits as an orphan
             for args in calls:
                 f = kind()
                 fs.append(f)
-                self._orphan((f, copy_context(), fn, args, _NO_KWARGS))
-            if self._shutdown or self._broken:
+                work.orphan((f, copy_context(), fn, args, _NO_KWARGS))
+            if work.closed():
                 self._late(fs)
             return fs
         fs = [kind() for _ in calls]
@@ -401,12 +341,12 @@ class PerCPUExecutor(ThreadPoolExecutor):
                 for w in q.workers:
                     w.wake()
                 if not q.online:
-                    self._rescue(q)
+                    work.rescue(q)
         # Idle workers of CPUs that got no share (fewer items than CPUs, or
         # listed meanwhile) steal from the others.
-        for _ in range(len(self._idle)):
-            self._wake_idle()
-        if self._shutdown or self._broken:
+        for _ in range(len(work.idle)):
+            work.wake_idle()
+        if work.closed():
             self._late(fs)
         return fs
 
@@ -426,94 +366,6 @@ class PerCPUExecutor(ThreadPoolExecutor):
         if cancelled:
             raise RuntimeError("cannot schedule new futures after shutdown")
 
-    def _wake_idle(self) -> None:
-        # We queued for a busy worker, but one went idle meanwhile: it
-        # listed itself and then looked at the queues, perhaps before our
-        # append.  Wake it to steal the task rather than leave it waiting.
-        v = self._pop_idle()
-        if v is not None:
-            v.wake()
-
-    def _not_on_our_cpu(self, w: _Worker) -> _Worker:
-        """Idle `w` is on the submitter's CPU: another idle worker if any.
-
-        `w` could run only once we sleep, and we would both sleep instead
-        of spin.  `w` goes back on the idle list if another is chosen.
-        """
-        other = self._pop_idle()
-        if other is None:
-            return w
-        w.listed = True
-        self._idle.append(w)
-        return other
-
-    def _pop_idle(self) -> Optional[_Worker]:
-        """The most recently idle online worker (its cache is warm)."""
-        idle = self._idle
-        while idle:
-            try:
-                w = idle.pop()
-            except IndexError:
-                break
-            w.listed = False
-            if w.idle and w.q.online:
-                return w
-        return None
-
-    def _wake_queue(self, q: _Queue) -> None:
-        """Wake a worker of `q` for work just queued there: an idle one if any."""
-        workers = q.workers
-        if len(workers) > 1:
-            for w in workers:
-                if w.idle:
-                    w.wake()
-                    return
-            # All busy: each looks at the queue again before it sleeps.
-            workers[next(q.rr) % len(workers)].wake()
-        else:
-            workers[0].wake()
-
-    def _push(self, q: _Queue, item: _Item) -> None:
-        q.shared.append(item)
-        self._wake_queue(q)
-        if self._idle:
-            self._wake_idle()
-        if not q.online:
-            self._rescue(q)
-
-    def _rescue(self, q: _Queue) -> None:
-        """Move `q`'s unpinned tasks to online CPUs (to orphans if none)."""
-        shared = q.shared
-        while shared:
-            try:
-                item = shared.popleft()
-            except IndexError:
-                return
-            online = self._online_q
-            if online:
-                self._push(online[next(self._rr) % len(online)], item)
-            else:
-                self._orphan(item)
-
-    def _orphan(self, item: _Item) -> None:
-        self._orphans.append(item)
-        # _open_queues publishes _online_q before it flushes the orphans, so
-        # one of us sees the other.
-        if self._online_q:
-            self._flush_orphans()
-
-    def _flush_orphans(self) -> None:
-        orphans = self._orphans
-        while orphans:
-            online = self._online_q
-            if not online:
-                return
-            try:
-                item = orphans.popleft()
-            except IndexError:
-                return
-            self._push(online[next(self._rr) % len(online)], item)
-
     # -- the workers (PerCPUThreads callbacks, in the worker's thread) --------
 
     def _init_worker(self, cpu: int) -> None:
@@ -524,115 +376,17 @@ class PerCPUExecutor(ThreadPoolExecutor):
             with self._shutdown_lock:
                 self._broken = ("A thread initializer failed, the thread pool "
                                 "is not usable anymore")
+                self._work.close(self._broken)
             self._fail_queued()
 
-    def _should_run(self, w: _Worker, cpu: int) -> bool:
-        q = w.q
-        # Idle before the checks: a producer that queues work after them
-        # sees it and wakes us, and idle() keeps that wake.
-        w.idle = True
-        if not self._broken:
-            if q.pinned or q.shared or self._stealable():
-                w.idle = False
-                return True
-        if not w.listed:
-            w.listed = True
-            self._idle.append(w)
-            # Listed, then look again: a submitter that found no idle
-            # worker either queued its task before this look or sees us
-            # listed after its append (and wakes us).
-            if not self._broken and (q.pinned or q.shared or self._stealable()):
-                w.idle = False
-                return True
-        if self._shutdown:
-            self._drained.set()
-        return False
-
-    def _stealable(self) -> bool:
-        """Whether any CPU has unpinned work (a worker's own queues are
-        checked inline before: the hot path)."""
-        for shared in self._shared:
-            if shared:
-                return True
-        return False
-
-    def _thread_fn(self, w: _Worker, cpu: int) -> None:
-        """The worker's tasks and its idle sleeps between them.
-
-        Entered from the smpboot loop once _should_run found work; sleeps in
-        idle() itself (the loop's own sleep: offline() parks it there) and
-        goes back to the loop only for a park or stop request, so that one
-        task costs one pass of this loop, not two of the smpboot loop.
-        """
-        w.idle = False
-        q = w.q
-        pinned = q.pinned
-        shared = q.shared
-        steal = True  # not right after a task: first our queues, then sleep
-        while True:
-            item: Optional[_Item] = None
-            if pinned:
-                try:
-                    item = pinned.popleft()
-                except IndexError:  # another worker or cancel_futures took it
-                    pass
-            if item is None and shared:
-                try:
-                    item = shared.popleft()
-                except IndexError:
-                    pass
-            if item is None and steal:
-                item = self._steal(q)
-            if item is None:
-                # As the smpboot loop: list ourselves idle, look again, sleep.
-                if not self._should_run(w, cpu):
-                    try:
-                        idle()
-                    except OSError as exc:  # re-pinning after a park failed
-                        self._pool._repin_failed(current().data, exc)
-                        return
-                    if should_park() or should_stop():
-                        return
-                    # Woken: busy while we look; nothing found, and the
-                    # next _should_run marks us idle before it looks again.
-                    w.idle = False
-                steal = True
-                continue
-            steal = False
-            f, ctx, fn, args, kwargs = item
-            del item
-            try:
-                if self._broken:
-                    if f.set_running_or_notify_cancel():
-                        f.set_exception(BrokenThreadPool(self._broken))
-                else:
-                    f._run(ctx, fn, args, kwargs)
-            except RuntimeError:
-                # The caller set it running itself: as the stdlib, fn does
-                # not run and the future stays as it is (the worker survives).
-                _LOGGER.critical("Exception in worker", exc_info=True)
-            del f, ctx, fn, args, kwargs
-            # Back to the smpboot loop between tasks when parked or stopped:
-            # offline() lets the running task finish, then the worker parks.
-            if should_park() or should_stop():
-                return
-
-    def _steal(self, thief: _Queue) -> Optional[_Item]:
-        for v in self._all:
-            if v is not thief and v.shared:
-                try:
-                    return v.shared.popleft()
-                except IndexError:
-                    continue
-        return None
+    def _thread_fn(self, w: Worker, cpu: int) -> None:
+        """The worker's tasks and its idle sleeps between them (WorkQueues.run):
+        returns for a park or stop request, or once re-pinning failed."""
+        exc = self._work.run(w, cpu)
+        if exc is not None:  # re-pinning after a park in place failed
+            self._pool._repin_failed(w.thread.data, exc)
 
     # -- hotplug hooks (called by the pool, under its lock) -------------------
-
-    def _route(self) -> None:
-        # _online_q first: whoever sees a queue's online flag change also
-        # sees the new tuples.
-        self._online_q: Tuple[_Queue, ...] = tuple([q for q in self._all if q.online])
-        self._online_w: Tuple[_Worker, ...] = tuple([w for w in self._workers if w.q.online])
 
     def _could_strand(self) -> bool:
         if not self._shutdown:
@@ -646,45 +400,16 @@ class PerCPUExecutor(ThreadPoolExecutor):
                 "for unpinned tasks; pass force=True to do it anyway")
 
     def _close_queues(self, cpus: List[int]) -> None:
-        qs = [self._queues[c] for c in cpus]
-        self._online_q = tuple([q for q in self._online_q if q not in qs])
-        self._online_w = tuple([w for w in self._online_w if w.q not in qs])
-        for q in qs:
-            q.online = False
-        # Move the unpinned tasks now, not only once parked: an interrupted
-        # offline() leaves the CPUs parking, and nothing may wait behind them.
-        for q in qs:
-            if q.shared:
-                self._rescue(q)
+        self._work.close_queues([self._queues[c] for c in cpus])
 
     def _rescue_queues(self, cpus: List[int]) -> None:
         for c in cpus:
             q = self._queues[c]
             if q.shared:
-                self._rescue(q)
+                self._work.rescue(q)
 
     def _open_queues(self, cpus: List[int]) -> None:
-        qs = [self._queues[c] for c in cpus]
-        for q in qs:
-            q.online = True
-        self._route()
-        if self._orphans:
-            self._flush_orphans()
-        stealable = False
-        for v in self._all:
-            if v.shared:
-                stealable = True
-                break
-        for q in qs:
-            for w in q.workers:
-                # A worker parked in place stays asleep through online(), so
-                # it does not look for work on its own: list it as idle for
-                # submit(), and wake it if other CPUs hold tasks to steal.
-                if w.idle and not w.listed:
-                    w.listed = True
-                    self._idle.append(w)
-                if stealable or q.pinned:
-                    w.wake()
+        self._work.open_queues([self._queues[c] for c in cpus])
 
     def _drain(self) -> None:
         """Run every queued task (the pool's close() hook).  Returns once all
@@ -694,14 +419,15 @@ class PerCPUExecutor(ThreadPoolExecutor):
                 self._fail_queued()
                 return
             need = {q.cpu for q in self._all if q.pinned and not q.online}
-            if not self._online_q and (self._orphans or any(q.shared for q in self._all)):
+            if not self._work.online_queues() and (
+                    self._orphans or any(q.shared for q in self._all)):
                 need.add(self._all[0].cpu)
             if need:
                 self._pool._hotplug_locked(sorted(need), up=True)
-            self._flush_orphans()
+            self._work.flush_orphans()
             for q in self._all:
                 if q.shared and not q.online:
-                    self._rescue(q)
+                    self._work.rescue(q)
             self._drained.clear()
             if not self._orphans and not any(q.pinned or q.shared for q in self._all):
                 return
@@ -806,6 +532,7 @@ class PerCPUExecutor(ThreadPoolExecutor):
                                "the executor's workers; use wait=False")
         with self._shutdown_lock:
             self._shutdown = True
+            self._work.close()
             if cancel_futures:
                 self._cancel_queued()
             if not wait and self._reaper is None and not self._finished:
@@ -856,9 +583,10 @@ class PerCPUExecutor(ThreadPoolExecutor):
         cancel_futures); offline/online/follow_affinity raise RuntimeError.
         """
         self._broken = _FORKED
+        self._work.close(_FORKED)
         self._shutdown_lock = threading.Lock()
         self._finish_lock = threading.Lock()
-        self._drained = threading.Event()
+        self._drained = self._work.drained = threading.Event()
         self._reaper = None
         self._finalizer.detach()
 

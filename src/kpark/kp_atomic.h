@@ -21,6 +21,9 @@ static inline uint64_t kp_fetch_or64(uint64_t *p, uint64_t v, int mo) { return _
 static inline uint64_t kp_fetch_and64(uint64_t *p, uint64_t v, int mo) { return __atomic_fetch_and(p, v, mo); }
 
 /* 32-bit words: futex words must be 32 bits wide. */
+/* A full SEQ_CST fence: orders a store before it with a load after it. */
+static inline void kp_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
 static inline uint32_t kp_load32(const uint32_t *p, int mo) { return __atomic_load_n(p, mo); }
 static inline void kp_store32(uint32_t *p, uint32_t v, int mo) { __atomic_store_n(p, v, mo); }
 static inline uint32_t kp_fetch_add32(uint32_t *p, uint32_t v, int mo) { return __atomic_fetch_add(p, v, mo); }
