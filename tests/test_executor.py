@@ -405,6 +405,28 @@ def test_submit_racing_shutdown_is_refused_not_stranded() -> None:
     assert isinstance(out[0], RuntimeError), "the task was accepted after shutdown and stranded"
 
 
+def test_compiled_queues_refuse_none_instead_of_reading_through_it() -> None:
+    # The queues are C structs (kpark._workqueue): a None where a queue or a
+    # worker belongs is a TypeError, never a read through a NULL pointer.
+    from kpark._workqueue import Worker
+    with PerCPUExecutor() as ex:
+        work = ex._work
+        calls: List[Callable[[], object]] = [
+            lambda: work.rescue(None),
+            lambda: work.submit_on(None, Future(), where, (), {}),
+            lambda: work.extend(None, []),
+            lambda: work.close_queues([None]),
+            lambda: work.open_queues([None]),
+            lambda: work.should_run(None, 0),
+            lambda: work.run(None, 0),
+            lambda: Worker(None),
+        ]
+        for call in calls:
+            with pytest.raises(TypeError):
+                call()
+        assert ex.submit(where).result(10)[0] in CPUS  # and it still works
+
+
 # ---------------------------------------------------------------- idle and asyncio
 
 def _thread_stats(tid: int) -> Tuple[int, int]:

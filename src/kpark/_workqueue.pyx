@@ -22,6 +22,13 @@ workers start, or only by the tests):
     Worker.listed_word     1 while the worker is on the idle list.
     WorkQueues.state       CLOSED (shutdown() began) | BROKEN (an
                            initializer failed, or fork()); never cleared.
+    WorkQueues.n_offline   how many CPUs are offline: while it is 0,
+                           placement indexes the workers without looking
+                           at their CPUs.  Raised before a CPU's word goes
+                           to 0 and lowered after it is back to 1, so a
+                           CPU seen offline is always counted; a stale
+                           count sends a task to a CPU that went offline,
+                           and the re-check below moves it on.
     the rr counters        round robin (RELAXED: fairness only).
 
 Three races decide that nothing is lost or left waiting.  In each, both
@@ -37,10 +44,14 @@ atomics of ours, and a SEQ_CST load alone would not order them):
   its own future if closed (executor._late); shutdown() sets CLOSED
   (SEQ_CST) before it drains.
 * submit vs a worker going idle: the worker stores idle_word, fences and
-  looks at the queues; lists itself, fences and looks again.  The worker a
-  submit picked is always woken (KCore.wake() keeps a token), so this race
-  decides only whether another idle worker steals the task at once: a
-  submit that queued for a busy worker fences and wakes a listed one.
+  looks at the queues; lists itself, fences and looks again (coming online
+  lists a CPU's sleeping workers, fences and looks likewise).  The worker a
+  submit picked is always woken (KCore.wake() keeps a token), so for an
+  unpinned task this race decides only whether another idle worker steals
+  it at once: a submit that queued for a busy worker fences and wakes a
+  listed one.  A pinned task (submit_on) only its CPU's workers may run:
+  the fence comes between the append and reading their idle words, so an
+  idle one among them is the one woken, not a busy sibling.
 """
 from collections import deque as _wq_deque
 from concurrent.futures.thread import BrokenThreadPool as _wq_BrokenThreadPool
@@ -58,8 +69,9 @@ cdef enum:
 cdef class WorkQueue:
     """One CPU's queues and whether it takes unpinned work (any thread reads)."""
     cdef readonly int cpu
-    cdef public object pinned    # deque of items
-    cdef public object shared    # deque of items; public: tests wrap it
+    cdef readonly object pinned  # deque of items
+    cdef object _shared          # deque of items (`shared`)
+    cdef list _retired           # the deques `shared` replaced, kept alive
     cdef readonly tuple workers  # this CPU's Workers
     cdef uint32_t online_word
     cdef uint32_t rr
@@ -67,9 +79,22 @@ cdef class WorkQueue:
     def __cinit__(self, int cpu):
         self.cpu = cpu
         self.pinned = _wq_deque()
-        self.shared = _wq_deque()
+        self._shared = _wq_deque()
+        self._retired = []
         self.workers = ()
         self.online_word = 1
+
+    @property
+    def shared(self):
+        """The deque of unpinned items."""
+        return self._shared
+
+    @shared.setter
+    def shared(self, value):
+        # For tests that wrap the deque.  The one replaced stays alive: a
+        # worker may be reading it through the field, without a reference.
+        self._retired.append(self._shared)
+        self._shared = value
 
     @property
     def online(self):
@@ -86,7 +111,7 @@ cdef class Worker:
     cdef uint32_t idle_word
     cdef uint32_t listed_word
 
-    def __cinit__(self, WorkQueue q):
+    def __cinit__(self, WorkQueue q not None):
         self.q = q
 
     @property
@@ -104,9 +129,36 @@ cdef class Worker:
         return self.core.wake()
 
 
+cdef list _wq_queue_list(qs):
+    # The hooks' CPU queues as a list, refusing None (a C struct is read).
+    cdef list out = list(qs)
+    for q in out:
+        if not isinstance(q, WorkQueue):
+            raise TypeError(f"expected WorkQueue, got {type(q).__name__}")
+    return out
+
+
 cdef inline bint _wq_online(WorkQueue q) noexcept:
     # SEQ_CST: read after a fence (module doc).
     return kp_load32(&q.online_word, KP_SEQ_CST) != 0
+
+
+cdef object _wq_nth_online(tuple items, bint workers, uint32_t i):
+    # The (i mod n)-th of the n `items` (Workers if `workers`, else
+    # WorkQueues) whose CPU is online; None if none is (or none is by now).
+    cdef Py_ssize_t n = 0
+    for x in items:
+        if _wq_online((<Worker>x).q if workers else <WorkQueue>x):
+            n += 1
+    if n == 0:
+        return None
+    n = i % n
+    for x in items:
+        if _wq_online((<Worker>x).q if workers else <WorkQueue>x):
+            if n == 0:
+                return x
+            n -= 1
+    return None
 
 
 cdef class WorkQueues:
@@ -123,6 +175,7 @@ cdef class WorkQueues:
     cdef public object drained   # threading.Event: a worker found nothing to do
     cdef uint32_t state
     cdef uint32_t rr
+    cdef uint32_t n_offline      # queues offline; the hooks keep it (a hint)
 
     def __init__(self, cpu_list, placement, drained):
         """Queues for the CPUs of `cpu_list` (ascending) that `placement`
@@ -188,7 +241,7 @@ cdef class WorkQueues:
             if w.q.cpu == <int>kp_this_cpu() - 1:
                 w = self._not_on_our_cpu(w)
             q = w.q
-            q.shared.append(item)
+            q._shared.append(item)
             w.core.wake()
             kp_fence()
             if not _wq_online(q):  # went offline meanwhile: move its work on
@@ -199,7 +252,7 @@ cdef class WorkQueues:
                 self._orphan(item)
             else:
                 q = w.q
-                q.shared.append(item)
+                q._shared.append(item)
                 w.core.wake()
                 kp_fence()
                 if self.idle:
@@ -208,37 +261,53 @@ cdef class WorkQueues:
                     self._rescue(q)
         return 2 if kp_load32(&self.state, KP_SEQ_CST) else 0
 
-    def submit_on(self, WorkQueue q, future, fn, args, kwargs):
+    def submit_on(self, WorkQueue q not None, future, fn, args, kwargs):
         """Queue `future`'s task on `q`'s pinned queue; returns as submit()."""
         if kp_load32(&self.state, KP_ACQUIRE):
             return 1
         q.pinned.append((future, PyContext_CopyCurrent(), fn, args, kwargs))
-        self._wake_queue(q)
+        # Before reading who is idle: nobody else may take a pinned task, so
+        # an idle sibling that looked before our append must be the one woken.
         kp_fence()
+        self._wake_queue(q)
         return 2 if kp_load32(&self.state, KP_SEQ_CST) else 0
 
+    def extend(self, WorkQueue q not None, items):
+        """Queue unpinned `items` on `q` and wake its workers (map()'s batch).
+
+        The caller reads `closed()` and wakes idle workers (wake_idle) after
+        its last extend; this fences before anything is read back.
+        """
+        cdef Worker w
+        q._shared.extend(items)
+        kp_fence()
+        for w in q.workers:
+            w.core.wake()
+        if not _wq_online(q):
+            self._rescue(q)
+
     cdef Worker _online_worker(self):
-        # An online CPU round robin, then one of its workers round robin;
-        # None if no CPU is online.
-        cdef WorkQueue q = self._online_queue()
-        if q is None:
-            return None
-        cdef tuple workers = q.workers
-        if len(workers) == 1:
-            return <Worker>workers[0]
-        return <Worker>workers[kp_fetch_add32(&q.rr, 1, KP_RELAXED) % len(workers)]
+        # Round robin over the workers of the online CPUs; None if none is.
+        cdef uint32_t i = kp_fetch_add32(&self.rr, 1, KP_RELAXED)
+        # The count is stale at worst: submit re-checks the CPU it queued on.
+        if kp_load32(&self.n_offline, KP_SEQ_CST) == 0:
+            return <Worker>self.workers[i % len(self.workers)]
+        return _wq_nth_online(self.workers, True, i)
 
     cdef WorkQueue _online_queue(self):
         # Round robin over the online CPUs; None if none is.
-        cdef Py_ssize_t n = len(self.queues)
-        cdef Py_ssize_t i = kp_fetch_add32(&self.rr, 1, KP_RELAXED) % n
-        cdef Py_ssize_t k
+        cdef uint32_t i = kp_fetch_add32(&self.rr, 1, KP_RELAXED)
+        # Stale at worst, as above: _push re-checks.
+        if kp_load32(&self.n_offline, KP_SEQ_CST) == 0:
+            return <WorkQueue>self.queues[i % len(self.queues)]
+        return _wq_nth_online(self.queues, False, i)
+
+    cdef bint _any_online(self) noexcept:
         cdef WorkQueue q
-        for k in range(n):
-            q = <WorkQueue>self.queues[(i + k) % n]
+        for q in self.queues:
             if _wq_online(q):
-                return q
-        return None
+                return True
+        return False
 
     def online_queues(self):
         """The queues of the online CPUs, ascending (a snapshot)."""
@@ -300,9 +369,9 @@ cdef class WorkQueues:
         return 0
 
     cdef int _push(self, WorkQueue q, item) except -1:
-        q.shared.append(item)
-        self._wake_queue(q)
+        q._shared.append(item)
         kp_fence()
+        self._wake_queue(q)
         if self.idle:
             self._wake_idle()
         if not _wq_online(q):
@@ -312,7 +381,7 @@ cdef class WorkQueues:
     cdef int _rescue(self, WorkQueue q) except -1:
         # Move `q`'s unpinned tasks to online CPUs (to orphans if none).
         cdef WorkQueue to
-        shared = q.shared
+        shared = q._shared
         while shared:
             try:
                 item = shared.popleft()
@@ -325,7 +394,7 @@ cdef class WorkQueues:
                 self._orphan(item)
         return 0
 
-    def rescue(self, WorkQueue q):
+    def rescue(self, WorkQueue q not None):
         """Move `q`'s unpinned tasks to online CPUs (to orphans if none)."""
         self._rescue(q)
 
@@ -334,7 +403,7 @@ cdef class WorkQueues:
         kp_fence()
         # Coming online stores the word and fences before it flushes the
         # orphans, so one of us sees the other.
-        if self._online_queue() is not None:
+        if self._any_online():
             self._flush_orphans()
         return 0
 
@@ -367,11 +436,19 @@ cdef class WorkQueues:
         they hold moves on now (not only once parked: an interrupted
         offline() leaves them parking, and nothing may wait behind them)."""
         cdef WorkQueue q
+        cdef uint32_t online
+        qs = _wq_queue_list(qs)
         for q in qs:
-            kp_store32(&q.online_word, 0, KP_SEQ_CST)
+            # The count first, taken back if the CPU was offline already, so
+            # that whoever sees a CPU offline sees the count too.  A CAS: a
+            # thread whose re-pinning failed calls this without the pool's lock.
+            kp_fetch_add32(&self.n_offline, 1, KP_SEQ_CST)
+            online = 1
+            if not kp_cas32(&q.online_word, &online, 0, KP_SEQ_CST, KP_RELAXED):
+                kp_fetch_sub32(&self.n_offline, 1, KP_SEQ_CST)
         kp_fence()
         for q in qs:
-            if q.shared:
+            if q._shared:
                 self._rescue(q)
 
     def open_queues(self, qs):
@@ -379,12 +456,15 @@ cdef class WorkQueues:
         workers, and wake those that have work to find."""
         cdef WorkQueue q
         cdef Worker w
+        cdef uint32_t offline
+        qs = _wq_queue_list(qs)
         for q in qs:
-            kp_store32(&q.online_word, 1, KP_SEQ_CST)
+            offline = 0
+            if kp_cas32(&q.online_word, &offline, 1, KP_SEQ_CST, KP_RELAXED):
+                kp_fetch_sub32(&self.n_offline, 1, KP_SEQ_CST)  # after: a stale count is safe
         kp_fence()
         if self.orphans:
             self._flush_orphans()
-        stealable = self._stealable()
         for q in qs:
             for w in q.workers:
                 # A worker parked in place stays asleep through online(), so
@@ -393,12 +473,18 @@ cdef class WorkQueues:
                 if kp_load32(&w.idle_word, KP_SEQ_CST) and not kp_load32(&w.listed_word, KP_SEQ_CST):
                     kp_store32(&w.listed_word, 1, KP_SEQ_CST)
                     self.idle.append(w)
-                if stealable or q.pinned:
+        # Listed, then look: a submit that found no idle worker queued
+        # before this look, or sees them listed (as in should_run).
+        kp_fence()
+        stealable = self._stealable()
+        for q in qs:
+            if stealable or q.pinned:
+                for w in q.workers:
                     w.core.wake()
 
     # -- the workers (each in its own thread) ---------------------------------
 
-    def should_run(self, Worker w, cpu):
+    def should_run(self, Worker w not None, cpu):
         """smpboot's thread_should_run for `w`: True if there is work for it.
 
         Otherwise `w` is marked idle and listed, and False is returned.
@@ -412,7 +498,7 @@ cdef class WorkQueues:
         kp_store32(&w.idle_word, 1, KP_SEQ_CST)
         kp_fence()
         if not (kp_load32(&self.state, KP_SEQ_CST) & WQ_BROKEN):
-            if q.pinned or q.shared or self._stealable():
+            if q.pinned or q._shared or self._stealable():
                 kp_store32(&w.idle_word, 0, KP_RELAXED)
                 return True
         if not kp_load32(&w.listed_word, KP_SEQ_CST):
@@ -423,7 +509,7 @@ cdef class WorkQueues:
             # either queued its task before this look or sees us listed
             # after its append (and wakes us).
             if (not (kp_load32(&self.state, KP_SEQ_CST) & WQ_BROKEN)
-                    and (q.pinned or q.shared or self._stealable())):
+                    and (q.pinned or q._shared or self._stealable())):
                 kp_store32(&w.idle_word, 0, KP_RELAXED)
                 return True
         if kp_load32(&self.state, KP_SEQ_CST) & WQ_CLOSED:
@@ -434,21 +520,21 @@ cdef class WorkQueues:
         # Whether any CPU has unpinned work.
         cdef WorkQueue q
         for q in self.queues:
-            if q.shared:
+            if q._shared:
                 return True
         return False
 
     cdef object _steal(self, WorkQueue thief):
         cdef WorkQueue v
         for v in self.queues:
-            if v is not thief and v.shared:
+            if v is not thief and v._shared:
                 try:
-                    return v.shared.popleft()
+                    return v._shared.popleft()
                 except IndexError:
                     continue
         return None
 
-    def run(self, Worker w, cpu):
+    def run(self, Worker w not None, cpu):
         """smpboot's thread_fn for `w`: its tasks and its idle sleeps between.
 
         Only from `w`'s own thread.  Entered once should_run() found work;
@@ -462,8 +548,10 @@ cdef class WorkQueues:
         cdef WorkQueue q = w.q
         cdef bint steal = True  # not right after a task: our queues, then sleep
         kp_store32(&w.idle_word, 0, KP_RELAXED)
+        # Locals: on a free-threaded build each read of a field shared with
+        # other threads is an atomic reference count.
         pinned = q.pinned
-        shared = q.shared
+        shared = q._shared
         while True:
             item = None
             if pinned:
@@ -491,6 +579,7 @@ cdef class WorkQueues:
                     # Woken: busy while we look; nothing found, and the next
                     # _should_run marks us idle before it looks again.
                     kp_store32(&w.idle_word, 0, KP_RELAXED)
+                shared = q._shared  # as it is now: a test may have wrapped it
                 steal = True
                 continue
             steal = False

@@ -335,13 +335,8 @@ class PerCPUExecutor(ThreadPoolExecutor):
         # back in order from all workers at once.
         for j in range(n):
             share = items[(j - start) % n::n]
-            q = queues[j]
             if share:
-                q.shared.extend(share)
-                for w in q.workers:
-                    w.wake()
-                if not q.online:
-                    work.rescue(q)
+                work.extend(queues[j], share)  # wakes its workers, re-checks it is online
         # Idle workers of CPUs that got no share (fewer items than CPUs, or
         # listed meanwhile) steal from the others.
         for _ in range(len(work.idle)):
