@@ -124,10 +124,6 @@ cdef class Worker:
         """Whether the worker is on the idle list (any thread)."""
         return kp_load32(&self.listed_word, KP_SEQ_CST) != 0
 
-    def wake(self):
-        """KThread.wake() of the worker: True if it was asleep."""
-        return self.core.wake()
-
 
 cdef list _wq_queue_list(qs):
     # The hooks' CPU queues as a list, refusing None (a C struct is read).
